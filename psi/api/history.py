@@ -1,0 +1,60 @@
+"""The history of any object, as a read-only action on its viewset."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    history_id = serializers.IntegerField()
+    history_date = serializers.DateTimeField()
+    history_type = serializers.CharField(help_text="+ created, ~ changed, - deleted")
+    history_user = serializers.CharField(allow_null=True)
+    history_change_reason = serializers.CharField(allow_null=True)
+    changes = serializers.DictField(help_text="field: [old, new]")
+
+
+def history_entries(obj, *, hidden_fields: frozenset[str] = frozenset()) -> list[dict]:
+    """Each historical version with the fields it changed (old and new values)."""
+    records = list(obj.history.select_related("history_user").order_by("history_date"))
+    entries = []
+    previous = None
+    for record in records:
+        changes = {}
+        if previous is not None:
+            delta = record.diff_against(previous)
+            for change in delta.changes:
+                if change.field in hidden_fields:
+                    changes[change.field] = ["(hidden)", "(hidden)"]
+                else:
+                    changes[change.field] = [str(change.old), str(change.new)]
+        entries.append(
+            {
+                "history_id": record.history_id,
+                "history_date": record.history_date,
+                "history_type": record.history_type,
+                "history_user": record.history_user.get_username()
+                if record.history_user
+                else None,
+                "history_change_reason": record.history_change_reason,
+                "changes": changes,
+            }
+        )
+        previous = record
+    entries.reverse()
+    return entries
+
+
+class HistoryMixin:
+    """Adds ``GET …/{id}/history/``. Fields listed in ``history_hidden_fields`` (e.g.
+    encrypted identity) show that they changed, never their values."""
+
+    history_hidden_fields: frozenset[str] = frozenset()
+
+    @extend_schema(responses=HistoryEntrySerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def history(self, request, *args, **kwargs):
+        obj = self.get_object()
+        entries = history_entries(obj, hidden_fields=self.history_hidden_fields)
+        return Response(HistoryEntrySerializer(entries, many=True).data)

@@ -1,0 +1,84 @@
+"""Stored files: content-addressed, written once through Django's storage API."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from typing import IO
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+
+from psi.errors import DomainError
+from psi.models import StoredFile
+
+_CHUNK = 1024 * 1024
+
+
+class FileIntegrityError(DomainError):
+    code = "file_integrity"
+    status = 500
+
+
+def storage_name_for(sha256: str) -> str:
+    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def stored_file_create(
+    *,
+    actor,
+    content: IO[bytes],
+    original_name: str = "",
+    content_type: str = "application/octet-stream",
+) -> StoredFile:
+    """Store ``content`` under its SHA-256; the same bytes are written only once.
+
+    The content is streamed through a spooled temporary file while hashing, so large
+    files never sit whole in memory.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.SpooledTemporaryFile(max_size=8 * _CHUNK) as spool:
+        while chunk := content.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            spool.write(chunk)
+        sha256 = digest.hexdigest()
+        name = storage_name_for(sha256)
+        if not default_storage.exists(name):
+            spool.seek(0)
+            saved = default_storage.save(name, File(spool, name=name))
+            if saved != name:  # a concurrent writer stored the same bytes first
+                default_storage.delete(saved)
+    return StoredFile.objects.create(
+        sha256=sha256,
+        size=size,
+        content_type=content_type[:100],
+        storage_name=name,
+        original_name=original_name[:255],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+
+
+def stored_file_open(stored: StoredFile) -> IO[bytes]:
+    return default_storage.open(stored.storage_name, "rb")
+
+
+def stored_file_verify(stored: StoredFile) -> bool:
+    """Recompute the file's SHA-256 from storage (REGULATORY 40: checked on read)."""
+    digest = hashlib.sha256()
+    try:
+        with stored_file_open(stored) as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return False
+    return digest.hexdigest() == stored.sha256
+
+
+def stored_file_read_verified(stored: StoredFile) -> bytes:
+    with stored_file_open(stored) as handle:
+        data = handle.read()
+    if hashlib.sha256(data).hexdigest() != stored.sha256:
+        raise FileIntegrityError("A stored file no longer matches its checksum.")
+    return data

@@ -1,0 +1,174 @@
+"""Organisations, memberships and the organisation-role groups behind permissions.
+
+Each app says which model permissions a role carries by giving its AppConfig a
+``role_permissions`` mapping (role -> list of "app_label.codename"); the core gathers
+them without naming any app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.apps import apps
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+
+from psi.audit import audit_append
+from psi.errors import DomainError
+from psi.models import Membership, Organisation, Role, RoleGroup
+
+# Which kinds of organisation a role can exist in.
+ROLES_BY_KIND: dict[str, set[str]] = {
+    Organisation.Kind.HOSPITAL: {
+        Role.CLINICIAN,
+        Role.CASE_COORDINATOR,
+        Role.INTEGRATION,
+    },
+    Organisation.Kind.MANUFACTURER: {
+        Role.CASE_MANAGER,
+        Role.DESIGNER,
+        Role.PRODUCTION,
+        Role.QUALITY_ASSURANCE,
+        Role.REGULATORY,
+        Role.AUDITOR,
+        Role.INTEGRATION,
+    },
+    Organisation.Kind.DESIGN_PARTNER: {Role.DESIGNER, Role.AUDITOR},
+}
+
+
+def role_model_permissions(role: str) -> list[str]:
+    """Every "app_label.codename" that the installed apps give to ``role``."""
+    perms: list[str] = []
+    for config in apps.get_app_configs():
+        perms.extend(getattr(config, "role_permissions", {}).get(role, []))
+    return perms
+
+
+def _permissions(names: Iterable[str]) -> list[Permission]:
+    found = []
+    for name in names:
+        app_label, codename = name.split(".", 1)
+        found.append(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return found
+
+
+def role_group(organisation: Organisation, role: str) -> Group:
+    """The group of ``role`` at ``organisation``, created with its permissions."""
+    link = (
+        RoleGroup.objects.select_related("group")
+        .filter(organisation=organisation, role=role)
+        .first()
+    )
+    if link:
+        return link.group
+    with transaction.atomic():
+        group, _ = Group.objects.get_or_create(
+            name=f"{organisation.name} – {Role(role).label}"[:150]
+        )
+        group.permissions.set(_permissions(role_model_permissions(role)))
+        RoleGroup.objects.create(group=group, organisation=organisation, role=role)
+    return group
+
+
+def role_groups_sync_permissions() -> int:
+    """Re-apply every role's model permissions to its groups (after an upgrade)."""
+    count = 0
+    for link in RoleGroup.objects.select_related("group"):
+        link.group.permissions.set(_permissions(role_model_permissions(link.role)))
+        count += 1
+    return count
+
+
+def organisation_create(
+    *, actor, kind: str, name: str, country: str, address: str = ""
+) -> Organisation:
+    with transaction.atomic():
+        organisation = Organisation(
+            kind=kind, name=name, country=country.upper(), address=address
+        )
+        organisation.full_clean()
+        organisation.save()
+        audit_append(
+            actor=actor,
+            action="organisation.created",
+            obj=organisation,
+            payload={"kind": kind, "name": name, "country": organisation.country},
+        )
+    return organisation
+
+
+def membership_grant(
+    *, actor, user, organisation: Organisation, role: str
+) -> Membership:
+    """Give ``user`` a role at ``organisation`` (reactivating an old membership)."""
+    if role not in ROLES_BY_KIND[organisation.kind]:
+        raise DomainError(
+            f"A {organisation.get_kind_display().lower()} has no "
+            f"{Role(role).label.lower()} role.",
+            field="role",
+        )
+    with transaction.atomic():
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            user=user, organisation=organisation, role=role
+        )
+        if not created and not membership.is_active:
+            membership.is_active = True
+            membership.save()
+        user.groups.add(role_group(organisation, role))
+        audit_append(
+            actor=actor,
+            action="membership.granted",
+            obj=membership,
+            organisation=organisation,
+            payload={"user_id": user.pk, "role": role},
+        )
+    return membership
+
+
+def membership_revoke(*, actor, membership: Membership, reason: str) -> Membership:
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        membership.is_active = False
+        membership.save()
+        membership.user.groups.remove(
+            role_group(membership.organisation, membership.role)
+        )
+        audit_append(
+            actor=actor,
+            action="membership.revoked",
+            obj=membership,
+            organisation=membership.organisation,
+            payload={"user_id": membership.user_id, "role": membership.role},
+            reason=reason,
+        )
+    return membership
+
+
+def user_deactivate(*, actor, user, reason: str):
+    """Users are deactivated, never deleted: their name stays on what they signed."""
+    with transaction.atomic():
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        for membership in Membership.objects.filter(user=user, is_active=True):
+            membership_revoke(actor=actor, membership=membership, reason=reason)
+        audit_append(actor=actor, action="user.deactivated", obj=user, reason=reason)
+    return user
+
+
+def user_memberships(user) -> list[Membership]:
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return list(
+        Membership.objects.select_related("organisation").filter(
+            user=user, is_active=True
+        )
+    )
+
+
+def user_roles_at(user, organisation: Organisation) -> set[str]:
+    return {
+        m.role for m in user_memberships(user) if m.organisation_id == organisation.pk
+    }
