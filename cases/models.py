@@ -5,6 +5,8 @@ from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from simple_history.models import HistoricalRecords
 
+from psi.errors import RecordLocked
+
 
 class Case(models.Model):
     """One patient-specific device request, carried through its lifecycle."""
@@ -235,6 +237,18 @@ class Prescription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.case} prescription v{self.version}"
+
+    def save(self, *args, **kwargs):
+        # Whatever path tries it (service, admin, shell), a signed prescription
+        # stays as signed; the signing save itself still finds the row unsigned.
+        if (
+            self.pk
+            and type(self).objects.filter(pk=self.pk, signature__isnull=False).exists()
+        ):
+            raise RecordLocked(
+                "A signed prescription cannot change; write a new version."
+            )
+        super().save(*args, **kwargs)
 
     @property
     def is_signed(self) -> bool:
