@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ from django.utils import timezone
 from psi.canonical import sha256_of, to_jsonable
 from psi.middleware import correlation_id
 from psi.models import AuditEvent, Organisation
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it only has to be the same for every writer of the chain.
@@ -56,7 +59,7 @@ def audit_append(
     action: str,
     obj: models.Model | None = None,
     object_type: str = "",
-    object_id: str | int = "",
+    object_id: str | int | None = "",
     payload: dict | None = None,
     reason: str = "",
     organisation: Organisation | None = None,
@@ -77,7 +80,7 @@ def audit_append(
             organisation=organisation,
             action=action,
             object_type=object_type,
-            object_id=str(object_id) if object_id != "" else "",
+            object_id="" if object_id is None else str(object_id),
             payload=to_jsonable(payload or {}),
             reason=reason,
             correlation_id=correlation_id(),
@@ -137,24 +140,44 @@ def audit_verify(*, batch_size: int = 2000, progress=None) -> ChainReport:
 
 
 def audit_verify_job(job, progress) -> dict:
-    """Job handler: verify the chain, report progress, record that it was checked."""
+    """Job handler: verify the chain, report progress, record that it was checked.
+
+    The "audit.verified" event commits together with the job's success, so a job
+    retried after its worker died records one verification, not two.
+    """
+    from psi.jobs import job_succeed
+
     report = audit_verify(
         progress=lambda done, total: progress(done * 100 // max(total, 1), "verifying")
     )
+    result = {
+        "ok": report.ok,
+        "checked": report.checked,
+        "broken_seq": report.broken_seq,
+        "problem": report.problem,
+    }
+    if not report.ok:
+        log.error("audit chain broken: %s", report.problem)
     with transaction.atomic():
         audit_append(
             actor=job.actor,
             action="audit.verified",
             object_type="psi.job",
             object_id=job.pk,
-            payload={"ok": report.ok, "checked": report.checked},
+            payload={
+                "ok": report.ok,
+                "checked": report.checked,
+                "broken_seq": report.broken_seq,
+            },
         )
-    return {
-        "ok": report.ok,
-        "checked": report.checked,
-        "broken_seq": report.broken_seq,
-        "problem": report.problem,
-    }
+        job_succeed(
+            job,
+            result=result,
+            message=f"{report.checked} events verified"
+            if report.ok
+            else report.problem,
+        )
+    return result
 
 
 def audit_verify_enqueue(*, actor):

@@ -55,6 +55,15 @@ def rotate(token: str) -> str:
         ) from None
 
 
+def token_is_current(token: str) -> bool:
+    """Whether ``token`` is already encrypted under the newest key."""
+    try:
+        Fernet(settings.IDENTITY_KEYS[0].encode()).decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def identity_hmac(value: str) -> str:
     """Keyed digest for exact lookups without decrypting (trimmed, upper-cased)."""
     normalised = value.strip().upper()

@@ -6,6 +6,7 @@ import hashlib
 import tempfile
 from typing import IO
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
@@ -20,6 +21,11 @@ class FileIntegrityError(DomainError):
     status = 500
 
 
+class FileTooLarge(DomainError):
+    code = "file_too_large"
+    status = 413
+
+
 def storage_name_for(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
@@ -30,18 +36,26 @@ def stored_file_create(
     content: IO[bytes],
     original_name: str = "",
     content_type: str = "application/octet-stream",
+    max_bytes: int | None = None,
 ) -> StoredFile:
     """Store ``content`` under its SHA-256; the same bytes are written only once.
 
     The content is streamed through a spooled temporary file while hashing, so large
-    files never sit whole in memory.
+    files never sit whole in memory. Content above ``max_bytes`` (default: the
+    PSI_UPLOAD_MAX_BYTES setting) is refused before anything is stored.
     """
+    limit = settings.PSI_UPLOAD_MAX_BYTES if max_bytes is None else max_bytes
     digest = hashlib.sha256()
     size = 0
     with tempfile.SpooledTemporaryFile(max_size=8 * _CHUNK) as spool:
         while chunk := content.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            if size > limit:
+                raise FileTooLarge(
+                    f"The file is larger than the limit of {limit} bytes.",
+                    field="file",
+                )
             spool.write(chunk)
         sha256 = digest.hexdigest()
         name = storage_name_for(sha256)

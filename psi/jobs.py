@@ -3,6 +3,13 @@
 A service creates the Job and enqueues its task when the transaction commits. The task
 claims the Job with a state guard, so a duplicate delivery does nothing, and reports
 progress on the row. A periodic sweeper re-enqueues jobs whose worker vanished.
+
+Each claim is an *attempt* (``Job.attempts``). Only the attempt that holds the job may
+report progress or finish it: once a job was taken over (its worker died, or the
+sweeper re-enqueued it), an older attempt that is somehow still alive can no longer
+write. A handler with an effect (a record, an audit event) writes it in one
+transaction with :func:`job_succeed`, so the effect and the success commit together
+or not at all, and a job retried after a crash has its effect exactly once.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ import logging
 from collections.abc import Callable
 
 from celery import current_app
+from celery.exceptions import NotRegistered
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import OperationalError, models, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from psi.models import Job
 
@@ -28,8 +37,26 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, ConnectionErr
 Progress = Callable[[int, str], None]
 
 
+class JobSuperseded(Exception):
+    """This attempt no longer holds the job: it was taken over or already ended."""
+
+
+def _task(name: str):
+    try:
+        return current_app.tasks[name]
+    except NotRegistered:
+        # Celery discovers the apps' tasks modules when a worker starts; a web
+        # process has not imported them until it sends its first job.
+        current_app.loader.import_default_modules()
+        return current_app.tasks[name]
+
+
 def _send(job: Job) -> None:
-    current_app.tasks[job.task_name].apply_async(args=[job.pk])
+    try:
+        _task(job.task_name).apply_async(args=[job.pk])
+    except BrokerUnavailable:
+        # The Job row is committed; the sweeper sends it again once it looks stalled.
+        log.exception("job %s did not reach the broker; the sweeper resends", job.pk)
 
 
 def job_enqueue(
@@ -51,15 +78,6 @@ def job_enqueue(
     )
     transaction.on_commit(lambda: _send(job))
     return job
-
-
-def _save_quietly(job: Job, fields: list[str]) -> None:
-    # Progress and heartbeats are not changes of the record worth a history row.
-    job.skip_history_when_saving = True
-    try:
-        job.save(update_fields=fields)
-    finally:
-        del job.skip_history_when_saving
 
 
 def job_claim(job_id: int, *, takeover: bool = False) -> Job | None:
@@ -85,20 +103,48 @@ def job_claim(job_id: int, *, takeover: bool = False) -> Job | None:
     return job
 
 
+def _held(job: Job) -> models.QuerySet[Job]:
+    """The job's row, provided the attempt ``job`` stands for still holds it."""
+    return Job.objects.filter(
+        pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts
+    )
+
+
 def job_progress(job: Job, percent: int, message: str = "") -> None:
+    """Report progress, which is also the heartbeat the sweeper watches.
+
+    Raises JobSuperseded when another attempt took the job over, so a handler that
+    outlived its takeover stops instead of working on.
+    """
     job.progress = max(0, min(100, int(percent)))
     job.message = message[:500]
     job.heartbeat_at = timezone.now()
-    _save_quietly(job, ["progress", "message", "heartbeat_at"])
+    # A conditional UPDATE rather than save(): progress and heartbeats are not
+    # changes of the record worth a history row, and the condition keeps a
+    # superseded attempt from overwriting the one that holds the job.
+    updated = _held(job).update(
+        progress=job.progress, message=job.message, heartbeat_at=job.heartbeat_at
+    )
+    if not updated:
+        raise JobSuperseded(f"job {job.pk} attempt {job.attempts} was superseded")
 
 
 def job_succeed(job: Job, *, result: dict | None = None, message: str = "") -> None:
-    job.status = Job.Status.SUCCEEDED
-    job.progress = 100
-    job.result = result or {}
-    job.message = message[:500] or job.message
-    job.finished_at = timezone.now()
-    job.save()
+    """Mark the attempt's job succeeded, inside the caller's transaction if any.
+
+    A handler calls this in the ``transaction.atomic()`` block that writes its
+    effect. If the attempt no longer holds the job, JobSuperseded is raised and the
+    effect rolls back with it.
+    """
+    with transaction.atomic():
+        if _held(job).select_for_update().first() is None:
+            raise JobSuperseded(f"job {job.pk} attempt {job.attempts} was superseded")
+        job.status = Job.Status.SUCCEEDED
+        job.progress = 100
+        job.result = result or {}
+        job.message = message[:500] or job.message
+        job.finished_at = timezone.now()
+        job.save()
 
 
 def job_fail(job: Job, *, error: str) -> None:
@@ -114,6 +160,16 @@ def job_requeue(job: Job, *, reason: str) -> None:
     job.save()
 
 
+def _end_attempt(job: Job, end: Callable[[Job], None]) -> None:
+    # Fail or requeue only while this attempt holds the job: the error of a
+    # superseded attempt says nothing about the attempt now running.
+    with transaction.atomic():
+        if _held(job).select_for_update().first() is None:
+            log.warning("job %s attempt %s ended late", job.pk, job.attempts)
+            return
+        end(job)
+
+
 def job_execute(
     job_id: int,
     handler: Callable[[Job, Progress], dict | None],
@@ -122,9 +178,11 @@ def job_execute(
 ) -> Job | None:
     """Run ``handler`` for the job: claim, run, record the outcome.
 
-    The handler does its own writes atomically and idempotently (it may run again
-    after a crash). Transient errors put the job back in the queue and re-raise so
-    Celery retries with backoff; any other error fails the job and re-raises.
+    The handler may run again after a crash, so its writes are idempotent or, better,
+    committed together with :func:`job_succeed` (then its return value is ignored).
+    Otherwise the job succeeds with the handler's return value as its result.
+    Transient errors put the job back in the queue and re-raise so Celery retries
+    with backoff; any other error fails the job and re-raises.
     """
     job = job_claim(job_id, takeover=takeover)
     if job is None:
@@ -135,13 +193,19 @@ def job_execute(
 
     try:
         result = handler(job, progress)
+        if job.status != Job.Status.SUCCEEDED:
+            job_succeed(job, result=result or {})
+    except JobSuperseded:
+        log.warning("job %s attempt %s was superseded; stopped", job.pk, job.attempts)
+        return None
     except TRANSIENT_ERRORS as exc:
-        job_requeue(job, reason=f"transient error, will retry: {type(exc).__name__}")
+        reason = f"transient error, will retry: {type(exc).__name__}"
+        _end_attempt(job, lambda held: job_requeue(held, reason=reason))
         raise
     except Exception as exc:
-        job_fail(job, error=f"{type(exc).__name__}: {exc}"[:2000])
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        _end_attempt(job, lambda held: job_fail(held, error=error))
         raise
-    job_succeed(job, result=result or {})
     return job
 
 
@@ -153,6 +217,7 @@ def job_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
     candidates = (
         Job.objects.alias(last_seen=Coalesce("heartbeat_at", "created_at"))
         .filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING], last_seen__lt=stale)
+        .order_by()
         .values_list("pk", flat=True)
     )
     for job_id in list(candidates[:500]):

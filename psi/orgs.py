@@ -95,7 +95,46 @@ def organisation_create(
             actor=actor,
             action="organisation.created",
             obj=organisation,
+            organisation=organisation,
             payload={"kind": kind, "name": name, "country": organisation.country},
+        )
+    return organisation
+
+
+#: What may change on an organisation; its kind decides which roles exist there.
+ORGANISATION_EDITABLE = ("name", "address", "country")
+
+
+def organisation_update(
+    *, actor, organisation: Organisation, **changes
+) -> Organisation:
+    """Change an organisation's name, address or country, with an audit event that
+    records the old and new values."""
+    unknown = set(changes) - set(ORGANISATION_EDITABLE)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise DomainError(f"{field} cannot be changed here.", field=field)
+    if "country" in changes:
+        changes["country"] = changes["country"].upper()
+    with transaction.atomic():
+        organisation = Organisation.objects.select_for_update().get(pk=organisation.pk)
+        delta = {
+            field: [getattr(organisation, field), value]
+            for field, value in changes.items()
+            if getattr(organisation, field) != value
+        }
+        if not delta:
+            return organisation
+        for field, (_, value) in delta.items():
+            setattr(organisation, field, value)
+        organisation.full_clean()
+        organisation.save()
+        audit_append(
+            actor=actor,
+            action="organisation.changed",
+            obj=organisation,
+            organisation=organisation,
+            payload={"changes": delta},
         )
     return organisation
 
@@ -118,6 +157,7 @@ def membership_grant(
             membership.is_active = True
             membership.save()
         user.groups.add(role_group(organisation, role))
+        _sync_staff_status(user)
         audit_append(
             actor=actor,
             action="membership.granted",
@@ -128,6 +168,20 @@ def membership_grant(
     return membership
 
 
+def _sync_staff_status(user) -> None:
+    # People work in the admin (clinicians sign off there); an integration account
+    # only speaks the API. What anyone sees there is still decided per object.
+    human = (
+        Membership.objects.filter(user=user, is_active=True)
+        .exclude(role=Role.INTEGRATION)
+        .exists()
+    )
+    staff = human or user.is_superuser
+    if user.is_staff != staff:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
+
+
 def membership_revoke(*, actor, membership: Membership, reason: str) -> Membership:
     with transaction.atomic():
         membership = Membership.objects.select_for_update().get(pk=membership.pk)
@@ -136,6 +190,7 @@ def membership_revoke(*, actor, membership: Membership, reason: str) -> Membersh
         membership.user.groups.remove(
             role_group(membership.organisation, membership.role)
         )
+        _sync_staff_status(membership.user)
         audit_append(
             actor=actor,
             action="membership.revoked",
@@ -155,6 +210,16 @@ def user_deactivate(*, actor, user, reason: str):
         for membership in Membership.objects.filter(user=user, is_active=True):
             membership_revoke(actor=actor, membership=membership, reason=reason)
         audit_append(actor=actor, action="user.deactivated", obj=user, reason=reason)
+    return user
+
+
+def user_reactivate(*, actor, user, reason: str):
+    """Let a deactivated user log in again. Their roles are not restored: each
+    membership is granted again, deliberately."""
+    with transaction.atomic():
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+        audit_append(actor=actor, action="user.reactivated", obj=user, reason=reason)
     return user
 
 

@@ -13,6 +13,7 @@ signing for a while. Call the signing services outside any other transaction.
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -26,6 +27,8 @@ from psi.canonical import sha256_of
 from psi.errors import SignatureRejected, SigningLocked
 from psi.models import Signature, SigningGuard
 
+security_log = logging.getLogger("psi.security")
+
 
 def printed_name(user) -> str:
     return user.get_full_name().strip() or user.get_username()
@@ -36,46 +39,59 @@ def _content_hash(record: models.Model) -> str:
 
 
 def signature_authenticate(*, signer, password: str, request=None) -> None:
-    """Re-authenticate ``signer``; refuse (and remember) a wrong password."""
+    """Re-authenticate ``signer``; refuse (and remember) a wrong password.
+
+    Every refusal is written to the audit chain in a transaction of its own that
+    commits before the exception is raised, so it survives the refusal.
+    """
     now = timezone.now()
     with transaction.atomic(durable=True):
         guard, _ = SigningGuard.objects.select_for_update().get_or_create(user=signer)
-        if guard.locked_until and guard.locked_until > now:
+        locked_until = guard.locked_until
+        if locked_until and locked_until > now:
             audit_append(
                 actor=signer,
                 action="signature.refused_locked",
                 obj=signer,
-                payload={"locked_until": guard.locked_until},
+                payload={"locked_until": locked_until},
             )
-            raise SigningLocked(
-                "Signing is locked after repeated failed attempts; try again after "
-                f"{guard.locked_until:%H:%M} UTC.",
-                field="password",
+            outcome = "locked"
+        else:
+            user = authenticate(
+                request, username=signer.get_username(), password=password or ""
             )
-        user = authenticate(
-            request, username=signer.get_username(), password=password or ""
-        )
-        if user is not None and user.pk == signer.pk and user.is_active:
-            if guard.consecutive_failures or guard.locked_until:
+            if user is not None and user.pk == signer.pk and user.is_active:
+                if guard.consecutive_failures or guard.locked_until:
+                    guard.consecutive_failures = 0
+                    guard.locked_until = None
+                    guard.save()
+                return
+            guard.consecutive_failures += 1
+            outcome = "failed"
+            if guard.consecutive_failures >= settings.PSI_SIGNING_MAX_FAILURES:
+                guard.locked_until = now + datetime.timedelta(
+                    seconds=settings.PSI_SIGNING_LOCK_SECONDS
+                )
                 guard.consecutive_failures = 0
-                guard.locked_until = None
-                guard.save()
-            return
-        guard.consecutive_failures += 1
-        locked = guard.consecutive_failures >= settings.PSI_SIGNING_MAX_FAILURES
-        if locked:
-            guard.locked_until = now + datetime.timedelta(
-                seconds=settings.PSI_SIGNING_LOCK_SECONDS
+                outcome = "now_locked"
+            guard.save()
+            audit_append(
+                actor=signer,
+                action="signature.failed",
+                obj=signer,
+                payload={"locked": outcome == "now_locked"},
             )
-            guard.consecutive_failures = 0
-        guard.save()
-        audit_append(
-            actor=signer,
-            action="signature.failed",
-            obj=signer,
-            payload={"locked": locked},
+    # 21 CFR 11.300(d): attempts at unauthorised use are reported to security.
+    security_log.warning(
+        "signing refused for user %s (%s)", signer.pk, outcome.replace("_", " ")
+    )
+    if outcome == "locked":
+        raise SigningLocked(
+            "Signing is locked after repeated failed attempts; try again after "
+            f"{locked_until:%H:%M} UTC.",
+            field="password",
         )
-    if locked:
+    if outcome == "now_locked":
         raise SigningLocked(
             "Wrong password. Signing is now locked for "
             f"{settings.PSI_SIGNING_LOCK_SECONDS // 60} minutes.",

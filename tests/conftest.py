@@ -14,6 +14,26 @@ from psi.orgs import membership_grant
 from tests.factories import PASSWORD, OrganisationFactory, UserFactory
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2 takes most of a second per hash on a 2-core runner, and every persona,
+    # login and signature hashes. What the tests check is never the hash: MD5 here,
+    # as Django's testing docs advise.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _files_in_tmp(settings, tmp_path):
+    # Stored files go to a folder of this test, never the project's media folder.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+
+
 @pytest.fixture
 def password():
     return PASSWORD
@@ -102,3 +122,19 @@ def api_as(api):
         return api
 
     return login
+
+
+@pytest.fixture(autouse=True)
+def _celery_eager(request, settings):
+    """Run tasks in the test process, as the embedded mode does, even when CI sets
+    CELERY_BROKER_URL; tests marked ``worker`` talk to a real worker instead."""
+    if request.node.get_closest_marker("worker"):
+        yield
+        return
+    from psi.celery import app
+
+    previous = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous

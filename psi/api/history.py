@@ -52,7 +52,12 @@ class HistoryMixin:
 
     history_hidden_fields: frozenset[str] = frozenset()
 
-    @extend_schema(responses=HistoryEntrySerializer(many=True))
+    # filters=False: the list's query filters do not apply to one object's history.
+    @extend_schema(
+        summary="The object's history: each version with the fields it changed",
+        responses=HistoryEntrySerializer(many=True),
+        filters=False,
+    )
     @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, *args, **kwargs):
         obj = self.get_object()

@@ -1,4 +1,20 @@
-"""Schema post-processing: document the error answers every endpoint can give."""
+"""Schema additions: the token scheme, and the error answers every endpoint gives."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Token <key>`` (knox, through psi.api.auth)."""
+
+    target_class = "psi.api.auth.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )
+
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _VALIDATION = {"type": "object", "additionalProperties": True}

@@ -1,0 +1,140 @@
+"""The one permission gate: object permissions on anchors, granted to role groups."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from guardian.shortcuts import assign_perm
+
+from cases.models import Case, Prescription
+from consent.models import Patient
+from psi.errors import NotVisible, PermissionRefused
+from psi.models import Membership
+from psi.orgs import membership_revoke, user_deactivate
+from psi.permissions import (
+    has_object_perm,
+    is_gated,
+    require_object_perm,
+    restrict,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def visible_cases(user):
+    return set(restrict(Case.objects.all(), user))
+
+
+def test_the_hospital_and_the_manufacturer_roles_see_their_case(
+    case_a, surgeon, coordinator, case_manager, designer, auditor
+):
+    for user in (surgeon, coordinator, case_manager, designer, auditor):
+        assert visible_cases(user) == {case_a}, user
+
+
+def test_outsider_sees_no_case_and_no_patient(case_a, outsider):
+    assert visible_cases(outsider) == set()
+    assert not restrict(Patient.objects.all(), outsider).exists()
+    assert not has_object_perm(outsider, "view", case_a)
+
+
+def test_a_case_of_another_hospital_stays_with_that_hospital(
+    make_case, hospital_b, outsider, surgeon
+):
+    theirs = make_case(hospital=hospital_b, prescriber=outsider)
+    assert visible_cases(outsider) == {theirs}
+    assert theirs not in visible_cases(surgeon)
+
+
+def test_the_manufacturer_does_not_see_the_patient_unless_granted(
+    case_a, case_manager, surgeon
+):
+    assert not restrict(Patient.objects.all(), case_manager).exists()
+    assert list(restrict(Patient.objects.all(), surgeon)) == [case_a.patient]
+
+
+def test_records_under_a_case_are_authorised_through_it(
+    prescription_a, surgeon, designer, outsider
+):
+    assert list(restrict(Prescription.objects.all(), surgeon)) == [prescription_a]
+    assert list(restrict(Prescription.objects.all(), designer)) == [prescription_a]
+    assert not restrict(Prescription.objects.all(), outsider).exists()
+    assert has_object_perm(surgeon, "view", prescription_a)
+    assert not has_object_perm(outsider, "view", prescription_a)
+
+
+def test_object_actions_follow_the_role_grants(case_a, surgeon, designer, case_manager):
+    assert has_object_perm(surgeon, "change", case_a)
+    assert has_object_perm(surgeon, "prescribe_case", case_a)
+    assert not has_object_perm(surgeon, "manage_case", case_a)
+    assert has_object_perm(case_manager, "manage_case", case_a)
+    assert not has_object_perm(designer, "manage_case", case_a)
+    assert list(restrict(Case.objects.all(), case_manager, "manage_case")) == [case_a]
+    assert not restrict(Case.objects.all(), designer, "manage_case").exists()
+
+
+def test_a_grant_to_one_user_counts_too(case_a, hospital_b, outsider):
+    assign_perm("view_case", outsider, case_a)
+    assert visible_cases(outsider) == {case_a}
+    assert has_object_perm(outsider, "view", case_a)
+
+
+def test_require_object_perm_hides_from_outsiders_and_refuses_viewers(
+    case_a, outsider, designer, case_manager
+):
+    with pytest.raises(NotVisible):
+        require_object_perm(outsider, "manage_case", case_a)
+    with pytest.raises(PermissionRefused):
+        require_object_perm(designer, "manage_case", case_a)
+    require_object_perm(case_manager, "manage_case", case_a)
+
+
+def test_an_inactive_user_sees_nothing(case_a, surgeon):
+    surgeon.is_active = False
+    surgeon.save()
+    assert visible_cases(surgeon) == set()
+    assert not has_object_perm(surgeon, "view", case_a)
+
+
+def test_a_deactivated_user_loses_every_role(case_a, surgeon):
+    user_deactivate(actor=None, user=surgeon, reason="left the hospital")
+    assert not surgeon.groups.exists()
+    assert not Membership.objects.filter(user=surgeon, is_active=True).exists()
+    assert visible_cases(surgeon) == set()
+
+
+def test_a_revoked_membership_sees_nothing(case_a, surgeon):
+    membership = Membership.objects.get(user=surgeon)
+    membership_revoke(actor=None, membership=membership, reason="changed role")
+    assert visible_cases(surgeon) == set()
+    assert not has_object_perm(surgeon, "view", case_a)
+
+
+def test_anonymous_sees_nothing(case_a):
+    from django.contrib.auth.models import AnonymousUser
+
+    assert visible_cases(AnonymousUser()) == set()
+    assert not has_object_perm(AnonymousUser(), "view", case_a)
+
+
+def test_the_superuser_sees_everything(make_case, hospital_b, outsider, superuser):
+    mine, theirs = make_case(), make_case(hospital=hospital_b, prescriber=outsider)
+    assert visible_cases(superuser) == {mine, theirs}
+    assert has_object_perm(superuser, "release_case", theirs)
+
+
+def test_a_permission_filtered_list_is_the_users_groups_then_one_query(
+    make_case, surgeon
+):
+    for _ in range(5):
+        make_case()
+    with CaptureQueriesContext(connection) as queries:
+        assert len(list(restrict(Case.objects.all(), surgeon))) == 5
+    # The group ids go into the list query as values (see visible_ids).
+    assert len(queries) == 2
+
+
+def test_only_anchored_models_are_gated(db):
+    from psi.models import Job, Organisation
+
+    assert is_gated(Case) and is_gated(Patient) and is_gated(Prescription)
+    assert not is_gated(Organisation) and not is_gated(Job)
