@@ -1,0 +1,1 @@
+"""The consent REST API: patients, consent forms and consent records."""
