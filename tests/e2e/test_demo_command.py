@@ -1,0 +1,93 @@
+"""The demo command: what a newcomer runs first (``make run``)."""
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
+from cases.management.commands.demo import DEMO_PASSWORD, PEOPLE
+from cases.models import Case, CaseEvent, Prescription
+from consent.models import Consent, Patient
+from psi.models import Membership, Organisation, Signature
+
+# Signing opens a durable transaction of its own (a failed attempt must survive), which
+# cannot nest inside the per-test transaction of the ``db`` fixture.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+S = Case.Status
+
+
+def _demo() -> str:
+    out = StringIO()
+    call_command("demo", stdout=out)
+    return out.getvalue()
+
+
+def _counts() -> dict[str, int]:
+    models = [
+        Organisation,
+        get_user_model(),
+        Membership,
+        Patient,
+        Consent,
+        Case,
+        Prescription,
+        Signature,
+        CaseEvent,
+    ]
+    return {model.__name__: model.objects.count() for model in models}
+
+
+def test_demo_twice_loads_the_same_data_once():
+    first_out = _demo()
+    first = _counts()
+    cases = sorted(Case.objects.values_list("reference", "status"))
+
+    second_out = _demo()
+
+    assert _counts() == first
+    assert sorted(Case.objects.values_list("reference", "status")) == cases
+    assert "already there" in second_out
+    assert first["Organisation"] == 3
+    assert first["User"] == len(PEOPLE) + 1  # and the superuser
+    assert first["Patient"] == first["Case"] == 7
+    assert {status for _, status in cases} >= {
+        S.DRAFT,
+        S.SUBMITTED,
+        S.IMAGING_RECEIVED,
+        S.IN_DESIGN,
+        S.DESIGN_REVIEW,
+        S.RELEASED,
+        S.CANCELLED,
+    }
+    # Every case past draft went out with a signed prescription.
+    for case in Case.objects.exclude(status=S.DRAFT):
+        assert case.prescriptions.get().is_signed, case.reference
+    for out in (first_out, second_out):
+        assert "Demo data ready." in out
+        assert DEMO_PASSWORD in out
+        assert "admin" in out
+        for username, organisation, *_ in PEOPLE:
+            assert username in out
+            assert organisation in out
+
+
+def test_demo_users_can_log_in():
+    _demo()
+    User = get_user_model()
+
+    for username in ["admin", *(person[0] for person in PEOPLE)]:
+        client = Client()
+        assert client.login(username=username, password=DEMO_PASSWORD), username
+        user = User.objects.get(username=username)
+        if user.is_staff:
+            # Through the admin's own login form, as a person would.
+            client = Client()
+            response = client.post(
+                "/admin/login/?next=/admin/",
+                {"username": username, "password": DEMO_PASSWORD},
+            )
+            assert response.status_code == 302, username
+            assert response.url == "/admin/", username
