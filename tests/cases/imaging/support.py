@@ -1,0 +1,28 @@
+"""Keys a caller would hold, and the dciodvfy helper."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+SECRET = b"psi-test-uid-secret-0123456789ab"
+OFFSET = -4321
+PSEUDONYM = "PSI-7F3K2Q"
+KWARGS = {"pseudonym": PSEUDONYM, "uid_secret": SECRET, "date_offset_days": OFFSET}
+
+
+def dciodvfy_errors(path) -> list[str]:
+    """dciodvfy's error lines for a file (warnings are not counted)."""
+    run = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, check=False
+    )
+    lines = (run.stdout + run.stderr).splitlines()
+    return sorted(line for line in lines if line.startswith("Error"))
+
+
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs it)",
+)
