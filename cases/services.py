@@ -4,7 +4,7 @@ who moved the case, when, and why."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cases.models import Case, CaseEvent, CaseReferenceCounter, Prescription
+from cases.selectors import PATIENT_IDENTITY
 from consent.models import Patient, Purpose
 from consent.services import consent_require
 from psi.audit import audit_append
@@ -148,12 +149,28 @@ def transitions_from(status: str) -> list[str]:
     return [t.name for t in TRANSITIONS.values() if status in t.sources]
 
 
-def transitions_available(user, case: Case) -> list[str]:
-    """Transitions the case's status allows and ``user`` may perform."""
+def transitions_available(
+    user, case: Case, *, granted: Collection[str] | None = None
+) -> list[str]:
+    """Transitions the case's status allows and ``user`` may perform.
+
+    ``granted``, the codenames ``user`` holds on ``case`` (as read for a whole page
+    by ``cases.selectors.case_permission_codenames``), saves the queries per case.
+    """
+    if granted is None:
+        return [
+            name
+            for name in transitions_from(case.status)
+            if any(
+                has_object_perm(user, p, case) for p in TRANSITIONS[name].permissions
+            )
+        ]
+    if not (getattr(user, "is_authenticated", False) and user.is_active):
+        return []
     return [
         name
         for name in transitions_from(case.status)
-        if any(has_object_perm(user, p, case) for p in TRANSITIONS[name].permissions)
+        if user.is_superuser or any(p in granted for p in TRANSITIONS[name].permissions)
     ]
 
 
@@ -312,21 +329,33 @@ def _transition(
     name: str,
     reason: str = "",
     guard: Callable[[Case], None] | None = None,
+    on_behalf_of: str = "",
 ) -> Case:
+    """``on_behalf_of`` is the system path (imaging ingest): no permission check on
+    ``actor`` (the sending user, or None for a DICOM node), who is still recorded,
+    and the reason names the sender."""
     transition = TRANSITIONS[name]
-    if transition.needs_reason and not reason.strip():
+    reason = (reason or "").strip()
+    if transition.needs_reason and not reason:
         raise DomainError("Give a reason for this step.", field="reason")
+    if on_behalf_of:
+        reason = f"{reason} [by the imaging ingest on behalf of {on_behalf_of}]".strip()
     with transaction.atomic():
         # The row lock makes concurrent transitions queue: the second one sees the
-        # status the first one left and is refused with 409.
+        # status the first one left and is refused with 409. ``of=("self",)`` locks
+        # the case only, not the patient and organisations joined for reading.
         case = (
-            Case.objects.select_for_update()
+            Case.objects.select_for_update(of=("self",))
             .select_related("patient", "hospital", "manufacturer")
+            .defer(*PATIENT_IDENTITY)
             .get(pk=case.pk)
         )
-        require_object_perm(actor, "view", case)
-        if not any(has_object_perm(actor, p, case) for p in transition.permissions):
-            raise PermissionRefused(f"You may not {name.replace('_', ' ')} this case.")
+        if not on_behalf_of:
+            require_object_perm(actor, "view", case)
+            if not any(has_object_perm(actor, p, case) for p in transition.permissions):
+                raise PermissionRefused(
+                    f"You may not {name.replace('_', ' ')} this case."
+                )
         if case.status not in transition.sources:
             raise IllegalTransition(
                 f"A case that is {case.get_status_display().lower()} cannot "
@@ -337,16 +366,19 @@ def _transition(
         if guard:
             guard(case)
         source = case.status
+        target = transition.target or case.held_from_status
         if name == "hold":
             case.held_from_status = source
-        target = transition.target or case.held_from_status
-        if name == "resume":
+        elif source == S.ON_HOLD:
+            # Resumed or cancelled: the case is no longer held from anywhere.
             case.held_from_status = ""
         case.status = target
         case._history_user = actor
-        case._change_reason = reason or name
+        # simple-history keeps at most 100 characters; the CaseEvent and the audit
+        # event carry the whole reason.
+        case._change_reason = (reason or name)[:100]
         case.save()
-        CaseEvent.objects.create(
+        event = CaseEvent(
             case=case,
             transition=name,
             from_status=source,
@@ -355,6 +387,8 @@ def _transition(
             at=timezone.now(),
             reason=reason,
         )
+        event._history_user = event.actor
+        event.save()
         audit_append(
             actor=actor,
             action=f"case.{name}",
@@ -366,15 +400,35 @@ def _transition(
     return case
 
 
-def _submit_guard(case: Case) -> None:
-    consent_require(case.patient, Purpose.IMAGING_EXCHANGE)
+def _require_signed_prescription(case: Case, step: str) -> None:
+    # REGULATORY 2: the prescription is signed before design starts; a newer,
+    # unsigned version written meanwhile stops the case until it is signed too.
     latest = prescription_latest(case)
     if latest is None or not latest.is_signed:
         raise Conflict(
-            "The case needs a prescription signed by the prescriber before it can "
-            "be submitted.",
+            f"The case needs its latest prescription signed by the prescriber "
+            f"before it can {step}.",
             status=case.status,
         )
+
+
+def _submit_guard(case: Case) -> None:
+    consent_require(case.patient, Purpose.IMAGING_EXCHANGE)
+    _require_signed_prescription(case, "be submitted")
+
+
+def _imaging_exchange_guard(case: Case) -> None:
+    # Imaging reaches the manufacturer only under consent; a withdrawal between
+    # submission and arrival stops the exchange (GDPR Art. 7(3), REGULATORY 30).
+    consent_require(case.patient, Purpose.IMAGING_EXCHANGE)
+
+
+def _start_design_guard(case: Case) -> None:
+    _require_signed_prescription(case, "go to design")
+
+
+def _request_review_guard(case: Case) -> None:
+    _require_signed_prescription(case, "go to design review")
 
 
 def case_submit(*, actor, case: Case, reason: str = "") -> Case:
@@ -385,24 +439,63 @@ def case_submit(*, actor, case: Case, reason: str = "") -> Case:
     )
 
 
-def case_receive_imaging(*, actor, case: Case, reason: str = "") -> Case:
-    return _transition(actor=actor, case=case, name="receive_imaging", reason=reason)
+def case_receive_imaging(
+    *, actor, case: Case, reason: str = "", on_behalf_of: str = ""
+) -> Case:
+    """Imaging arrived at the manufacturer: needs consent for imaging exchange.
+
+    ``on_behalf_of`` (the sender's user name or calling AE title) is for the imaging
+    ingest only, which moves the case for the system; interfaces never pass it.
+    """
+    return _transition(
+        actor=actor,
+        case=case,
+        name="receive_imaging",
+        reason=reason,
+        guard=_imaging_exchange_guard,
+        on_behalf_of=on_behalf_of,
+    )
 
 
 def case_accept_imaging(*, actor, case: Case, reason: str = "") -> Case:
     return _transition(actor=actor, case=case, name="accept_imaging", reason=reason)
 
 
-def case_request_rescan(*, actor, case: Case, reason: str) -> Case:
-    return _transition(actor=actor, case=case, name="request_rescan", reason=reason)
+def case_request_rescan(
+    *, actor, case: Case, reason: str, on_behalf_of: str = ""
+) -> Case:
+    """Back to the hospital for a new scan; ``on_behalf_of`` as for
+    :func:`case_receive_imaging` (the ingest rejecting a study)."""
+    return _transition(
+        actor=actor,
+        case=case,
+        name="request_rescan",
+        reason=reason,
+        on_behalf_of=on_behalf_of,
+    )
 
 
 def case_start_design(*, actor, case: Case, reason: str = "") -> Case:
-    return _transition(actor=actor, case=case, name="start_design", reason=reason)
+    """Design starts: needs the latest prescription signed."""
+    return _transition(
+        actor=actor,
+        case=case,
+        name="start_design",
+        reason=reason,
+        guard=_start_design_guard,
+    )
 
 
 def case_request_review(*, actor, case: Case, reason: str = "") -> Case:
-    return _transition(actor=actor, case=case, name="request_review", reason=reason)
+    """The design goes to the surgeon's review: needs the latest prescription
+    signed (a version written during design must be signed first)."""
+    return _transition(
+        actor=actor,
+        case=case,
+        name="request_review",
+        reason=reason,
+        guard=_request_review_guard,
+    )
 
 
 def case_approve_design(*, actor, case: Case, reason: str = "") -> Case:
@@ -570,7 +663,10 @@ def prescription_create(*, actor, case: Case, **characteristics) -> Prescription
     cleaned = _clean_prescription(characteristics)
     with transaction.atomic():
         case = (
-            Case.objects.select_for_update().select_related("patient").get(pk=case.pk)
+            Case.objects.select_for_update(of=("self",))
+            .select_related("patient")
+            .defer(*PATIENT_IDENTITY)
+            .get(pk=case.pk)
         )
         _require_prescriber(actor, case)
         if case.status not in _PRESCRIBABLE:
@@ -600,20 +696,32 @@ def prescription_create(*, actor, case: Case, **characteristics) -> Prescription
     return prescription
 
 
+def _require_prescription_open(actor, prescription: Prescription) -> None:
+    """The checks a password cannot change: who may write it, whether it is still
+    open, whether the case still takes prescriptions."""
+    _require_prescriber(actor, prescription.case)
+    if prescription.is_signed:
+        raise RecordLocked("A signed prescription cannot change; write a new version.")
+    if prescription.prescriber_id != actor.pk:
+        raise PermissionRefused("Only the prescriber edits or signs a prescription.")
+    if prescription.case.status not in _PRESCRIBABLE:
+        raise Conflict(
+            "The case no longer takes prescriptions.", status=prescription.case.status
+        )
+
+
 def prescription_update(
     *, actor, prescription: Prescription, changes: Mapping
 ) -> Prescription:
     """Edit a prescription that is not signed yet."""
     cleaned = _clean_prescription(changes)
     with transaction.atomic():
-        prescription = Prescription.objects.select_for_update().get(pk=prescription.pk)
-        _require_prescriber(actor, prescription.case)
-        if prescription.is_signed:
-            raise RecordLocked(
-                "A signed prescription cannot change; write a new version."
-            )
-        if prescription.prescriber_id != actor.pk:
-            raise PermissionRefused("Only the prescriber edits a prescription.")
+        prescription = (
+            Prescription.objects.select_for_update(of=("self",))
+            .select_related("case")
+            .get(pk=prescription.pk)
+        )
+        _require_prescription_open(actor, prescription)
         for name, value in cleaned.items():
             setattr(prescription, name, value)
         _clean_prescription({n: getattr(prescription, n) for n in _PRESCRIPTION_FIELDS})
@@ -634,19 +742,19 @@ def prescription_sign(
 ) -> Prescription:
     """The prescriber signs the prescription (21 CFR 11.50: printed name, time,
     meaning). Call outside any transaction: a failed attempt must stay recorded."""
-    require_object_perm(actor, "view", prescription.case)
+    prescription = Prescription.objects.select_related("case").get(pk=prescription.pk)
+    # Refuse what a password cannot change before asking for one, so that neither a
+    # stranger nor a second click on a signed record counts as a failed attempt.
+    _require_prescription_open(actor, prescription)
     signature_authenticate(signer=actor, password=password)
     with transaction.atomic():
         prescription = (
-            Prescription.objects.select_for_update()
+            Prescription.objects.select_for_update(of=("self",))
             .select_related("case")
             .get(pk=prescription.pk)
         )
-        _require_prescriber(actor, prescription.case)
-        if prescription.prescriber_id != actor.pk:
-            raise PermissionRefused("Only the prescriber signs the prescription.")
-        if prescription.is_signed:
-            raise RecordLocked("This prescription is already signed.")
+        # Again under the lock: two signing requests must not both sign.
+        _require_prescription_open(actor, prescription)
         prescription.signature = signature_record(
             signer=actor,
             meaning=Signature.Meaning.AUTHORED,
