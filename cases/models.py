@@ -274,3 +274,31 @@ class Prescription(models.Model):
             "other_characteristics": self.other_characteristics,
             "notes": self.notes,
         }
+
+
+# Imaging records live in their own module; imported here so Django finds them.
+from cases.imaging.models import (  # noqa: E402
+    AcquisitionProfile,
+    DicomPeer,
+    ImagingIdentityLink,
+    ImagingInstance,
+    ImagingSeries,
+    ImagingStudy,
+    PatientImagingKey,
+)
+
+__all__ = [
+    "AcquisitionProfile",
+    "Case",
+    "CaseEvent",
+    "CaseGroupObjectPermission",
+    "CaseReferenceCounter",
+    "CaseUserObjectPermission",
+    "DicomPeer",
+    "ImagingIdentityLink",
+    "ImagingInstance",
+    "ImagingSeries",
+    "ImagingStudy",
+    "PatientImagingKey",
+    "Prescription",
+]

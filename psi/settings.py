@@ -30,8 +30,10 @@ SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
 # Identity encryption (patient names, birth dates, record numbers). Kept apart from
 # SECRET_KEY so either can be rotated without the other. PSI_IDENTITY_KEYS is a
 # comma-separated list of Fernet keys, newest first; older keys still decrypt.
-IDENTITY_KEYS = env_list("PSI_IDENTITY_KEYS", [env_secret("PSI_IDENTITY_KEYS")])
-IDENTITY_KEYS = [key for key in IDENTITY_KEYS if key] or [DEMO_IDENTITY_KEY]
+# PSI_IDENTITY_KEYS_FILE may hold the list instead (the file wins, like any secret).
+IDENTITY_KEYS = [
+    key.strip() for key in env_secret("PSI_IDENTITY_KEYS").split(",") if key.strip()
+] or [DEMO_IDENTITY_KEY]
 IDENTITY_HMAC_KEY = env_secret("PSI_IDENTITY_HMAC_KEY", DEMO_IDENTITY_HMAC_KEY)
 # Keyed derivation of de-identified DICOM UIDs (same input, same output).
 UID_SECRET = env_secret("PSI_UID_SECRET", DEMO_UID_SECRET)
@@ -192,6 +194,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 PSI_UPLOAD_MAX_BYTES = env_int("PSI_UPLOAD_MAX_BYTES", 4 * 1024**3)
+PSI_STAGING_DIR = Path(env_str("PSI_STAGING_DIR", str(VAR_DIR / "staging")))
 
 # E-mail
 EMAIL_BACKEND = env_str(
@@ -269,6 +272,10 @@ SPECTACULAR_SETTINGS = {
 # Celery: with no broker configured, tasks run eagerly in the calling process.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+if CELERY_TASK_ALWAYS_EAGER:
+    # Eager tasks still build a producer; the in-memory transport keeps it from
+    # reaching for an AMQP server on localhost (and warning about it).
+    CELERY_BROKER_URL = "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -293,6 +300,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("PSI_JOB_SWEEP_SECONDS", 60),
     },
 }
+
+# DICOM C-STORE listener (manage.py dicom_listener). With the TLS certificate and key
+# set it speaks only TLS; with a CA as well, peers must present a certificate it signed.
+PSI_DICOM_HOST = env_str("PSI_DICOM_HOST", "127.0.0.1")
+PSI_DICOM_PORT = env_int("PSI_DICOM_PORT", 11112)
+PSI_DICOM_AE_TITLE = env_str("PSI_DICOM_AE_TITLE", "PSI")
+PSI_DICOM_TLS_CERT = env_str("PSI_DICOM_TLS_CERT")
+PSI_DICOM_TLS_KEY = env_str("PSI_DICOM_TLS_KEY")
+PSI_DICOM_TLS_CA = env_str("PSI_DICOM_TLS_CA")
+# Received objects go to the ingest per case in batches of this many, or after this
+# many seconds, or when the association ends.
+PSI_DICOM_BATCH_SIZE = env_int("PSI_DICOM_BATCH_SIZE", 50)
+PSI_DICOM_BATCH_SECONDS = env_int("PSI_DICOM_BATCH_SECONDS", 5)
 
 # Signing (21 CFR 11.200, 11.300(d)): consecutive failures lock signing for a while.
 PSI_SIGNING_MAX_FAILURES = env_int("PSI_SIGNING_MAX_FAILURES", 5)

@@ -1,0 +1,483 @@
+"""The DICOM C-STORE listener: a hospital PACS pushes a study to us over DICOM.
+
+One pynetdicom acceptor serves Verification (C-ECHO) and the storage SOP classes of
+planning images (CT, MR, secondary capture). Who may send is decided at association:
+the calling AE title must be an active ``DicomPeer`` and the called AE title ours;
+anyone else gets an A-ASSOCIATE-RJ before a byte of a dataset is accepted.
+
+Each object is routed by its Accession Number, which the hospital sets to the case
+reference, within the calling peer's hospital only. An object is staged as the raw
+bytes the peer sent (file meta in front, never decoded and re-encoded), durably
+(fsync, then rename), and handed to the ingest in batches per case: when a batch is
+full, when it has waited long enough, and when the association ends.
+
+Logs carry AE titles, case references and counts, never patient identity or the
+hospital's UIDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import ssl
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    MRImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from cases.imaging import services, staging
+from cases.imaging.models import DicomPeer
+from cases.models import Case
+from consent.services import ConsentMissing
+from psi.errors import Conflict
+
+logger = logging.getLogger(__name__)
+
+STORAGE_SOP_CLASSES = (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    MRImageStorage,
+    EnhancedMRImageStorage,
+    SecondaryCaptureImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+)
+#: Accepted as sent; the ingest decides what it can read.
+TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEG2000Lossless,
+    RLELossless,
+)
+_ACCESSION_NUMBER = Tag(0x0008, 0x0050)
+
+# C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C). The reason goes in the Error
+# Comment (0000,0902), an LO of at most 64 characters.
+SUCCESS = 0x0000
+NO_CASE = 0xC001  # Error: cannot understand (no case of this hospital to file it in)
+REFUSED = 0xC002  # Error: cannot understand (the case accepts no imaging now)
+UNREADABLE = 0xC000  # Error: cannot understand (the header could not be read)
+OUT_OF_RESOURCES = 0xA700  # Refused: out of resources (the disk write failed)
+PROCESSING_FAILURE = 0x0110
+
+
+def _status(code: int, comment: str) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+def tls_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
+    """A server-side TLS context; with ``ca``, peers must present a certificate
+    signed by it (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    if ca:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def accession_number(event) -> str:
+    """The Accession Number of the received dataset, read from its header only."""
+    syntax = UID(event.context.transfer_syntax)
+    stream = event.request.DataSet.getvalue()
+    if syntax == DeflatedExplicitVRLittleEndian:
+        stream = zlib.decompress(stream, -zlib.MAX_WBITS)
+    header = read_dataset(
+        BytesIO(stream),
+        syntax.is_implicit_VR,
+        syntax.is_little_endian,
+        stop_when=lambda tag, vr, length: tag > _ACCESSION_NUMBER,
+    )
+    return str(header.get("AccessionNumber", "") or "").strip()
+
+
+class _NoDelayServer(ThreadedAssociationServer):
+    """Sets TCP_NODELAY on every accepted connection: peers built on dcmtk stall on
+    delayed ACKs otherwise (200 slices in seconds instead of a fraction of one)."""
+
+    def get_request(self):
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+@dataclass
+class _Batch:
+    case: Case
+    paths: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Session:
+    """What one association has learnt and staged so far."""
+
+    ae_title: str
+    hospital_id: int
+    # accession number -> (case, None) or (None, refusal status)
+    routes: dict[str, tuple[Case | None, Dataset | None]] = field(default_factory=dict)
+    batches: dict[int, _Batch] = field(default_factory=dict)
+    received: int = 0
+    refused: int = 0
+
+
+class Listener:
+    """The C-STORE listener. ``start()`` serves in background threads; ``stop()``
+    stops accepting, lets running associations finish (up to ``grace`` seconds),
+    aborts the rest and hands every staged object to the ingest."""
+
+    def __init__(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        ae_title: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        batch_size: int | None = None,
+        batch_seconds: float | None = None,
+    ) -> None:
+        self.host = host if host is not None else settings.PSI_DICOM_HOST
+        self.port = port if port is not None else settings.PSI_DICOM_PORT
+        self.ae_title = ae_title or settings.PSI_DICOM_AE_TITLE
+        self.ssl_context = ssl_context
+        self.batch_size = max(1, batch_size or settings.PSI_DICOM_BATCH_SIZE)
+        self.batch_seconds = (
+            batch_seconds
+            if batch_seconds is not None
+            else settings.PSI_DICOM_BATCH_SECONDS
+        )
+        self._lock = threading.Lock()
+        self._sessions: dict[object, _Session] = {}
+        self._server: ThreadedAssociationServer | None = None
+        # Batches go to the ingest from one thread of their own, in arrival order:
+        # with eager Celery (the embedded mode) the ingest runs right there, and a
+        # peer must not wait for it between two C-STOREs.
+        self._handover: queue.Queue[tuple[str, _Batch] | None] = queue.Queue()
+        self._handover_thread = threading.Thread(
+            target=self._hand_over_forever, name="dicom-ingest-handover", daemon=True
+        )
+        self.ae = AE(ae_title=self.ae_title)
+        # The called AE title must be ours (A-ASSOCIATE-RJ, diagnostic 7, otherwise).
+        self.ae.require_called_aet = True
+        # Peers send PDUs up to our limit: pynetdicom's 16 kB default cuts a 512 x 512
+        # slice into 32 of them (200 slices took 3.6 s here, with 1 MiB 2.0 s).
+        self.ae.maximum_pdu_size = 1024 * 1024
+        self.ae.add_supported_context(Verification)
+        for sop_class in STORAGE_SOP_CLASSES:
+            self.ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when started on port 0)."""
+        if self._server is None:
+            return (self.host, self.port)
+        return self._server.server_address[:2]
+
+    def start(self) -> None:
+        self._server = self.ae.make_server(
+            (self.host, self.port),
+            ae_title=self.ae_title,
+            ssl_context=self.ssl_context,
+            evt_handlers=[
+                (evt.EVT_CONN_OPEN, self._on_open),
+                (evt.EVT_REQUESTED, self._on_requested),
+                (evt.EVT_C_ECHO, self._on_echo),
+                (evt.EVT_C_STORE, self._on_store),
+                (evt.EVT_RELEASED, self._on_end),
+                (evt.EVT_ABORTED, self._on_end),
+            ],
+            server_class=_NoDelayServer,
+        )
+        # As AE.start_server does: the server's shutdown() takes itself off this list.
+        self.ae._servers.append(self._server)
+        self._handover_thread.start()
+        threading.Thread(
+            target=self._server.serve_forever,
+            name="dicom-listener",
+            daemon=True,
+        ).start()
+        logger.info(
+            "DICOM listener %s on %s:%s%s",
+            self.ae_title,
+            *self.address,
+            " (TLS)" if self.ssl_context else "",
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        deadline = time.monotonic() + grace
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        for assoc in self.ae.active_associations:
+            assoc.join(timeout=5)
+        self.flush_all()
+        if self._handover_thread.is_alive():
+            self._handover.put(None)
+            self._handover_thread.join()
+        close_old_connections()
+        logger.info("DICOM listener %s stopped", self.ae_title)
+
+    # -- batching -------------------------------------------------------------------
+
+    def flush_stale(self) -> None:
+        """Hand over batches that have waited ``batch_seconds`` (called
+        periodically while associations stay open)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                (session, case_id)
+                for session in self._sessions.values()
+                for case_id, batch in session.batches.items()
+                if now - batch.started >= self.batch_seconds
+            ]
+        for session, case_id in due:
+            self._flush(session, case_id)
+
+    def flush_all(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            self._flush_session(session)
+
+    def _flush_session(self, session: _Session) -> None:
+        for case_id in list(session.batches):
+            self._flush(session, case_id)
+
+    def drain(self) -> None:
+        """Wait until every batch handed over so far has reached the ingest."""
+        self._handover.join()
+
+    def _flush(self, session: _Session, case_id: int) -> None:
+        with self._lock:
+            batch = session.batches.pop(case_id, None)
+        if batch is not None and batch.paths:
+            self._handover.put((session.ae_title, batch))
+
+    def _hand_over_forever(self) -> None:
+        try:
+            while (item := self._handover.get()) is not None:
+                try:
+                    close_old_connections()
+                    self._hand_over(*item)
+                finally:
+                    self._handover.task_done()
+        finally:
+            connection.close()
+
+    def _hand_over(self, ae_title: str, batch: _Batch) -> None:
+        case_id = batch.case.id
+        # The renames are durable before the job can name the files.
+        _fsync_dir(staging.staging_dir(case_id))
+        try:
+            with transaction.atomic():
+                services.ingest_enqueue(
+                    actor=None,
+                    case=batch.case,
+                    paths=batch.paths,
+                    source="cstore",
+                    calling_ae_title=ae_title,
+                )
+        except (ConsentMissing, Conflict):
+            # Consent withdrawn or the case moved on since the objects arrived: the
+            # raw files carry identity we may no longer hold.
+            staging.unstage(batch.paths)
+            logger.warning(
+                "%d staged objects for %s from %s dropped: the case refused them",
+                len(batch.paths),
+                batch.case.reference,
+                ae_title,
+            )
+            return
+        except Exception:
+            # The files stay staged; the peer was already told they were stored.
+            logger.exception(
+                "ingest of %d staged objects for %s from %s could not be enqueued",
+                len(batch.paths),
+                batch.case.reference,
+                ae_title,
+            )
+            return
+        logger.info(
+            "%d objects for %s from %s handed to the ingest",
+            len(batch.paths),
+            batch.case.reference,
+            ae_title,
+        )
+
+    # -- event handlers (each runs in the association's thread) ---------------------
+
+    def _on_open(self, event) -> None:
+        # Django's connections are per thread: the association's thread closes its
+        # own when it ends, however it ends (release, abort, dropped connection).
+        assoc = event.assoc
+        run = assoc.run
+
+        def run_then_clean_up() -> None:
+            try:
+                run()
+            finally:
+                self._end(assoc)
+                connection.close()
+
+        assoc.run = run_then_clean_up
+
+    def _on_requested(self, event) -> None:
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        peer = (
+            DicomPeer.objects.filter(ae_title=calling, is_active=True)
+            .values_list("hospital_id", flat=True)
+            .first()
+        )
+        if peer is None:
+            logger.warning("association from unknown AE title %r rejected", calling)
+            # Rejected permanent, by the service user: calling AE title not recognised.
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            assoc.kill()
+            return
+        with self._lock:
+            self._sessions[assoc] = _Session(ae_title=calling, hospital_id=peer)
+
+    def _on_echo(self, event) -> int:
+        return SUCCESS
+
+    def _on_store(self, event) -> int | Dataset:
+        with self._lock:
+            session = self._sessions.get(event.assoc)
+        if session is None:  # not reachable: unknown callers never associate
+            return _status(PROCESSING_FAILURE, "Unknown calling AE title")
+        try:
+            accession = accession_number(event)
+        except Exception:
+            session.refused += 1
+            return _status(UNREADABLE, "Dataset header could not be read")
+        case, refusal = self._route(session, accession)
+        if refusal is not None:
+            session.refused += 1
+            return refusal
+        try:
+            path = _write_durably(
+                staging.staging_dir(case.id), event.encoded_dataset(include_meta=True)
+            )
+        except OSError:
+            logger.exception("staging failed for %s", case.reference)
+            return _status(OUT_OF_RESOURCES, "Could not store the object")
+        session.received += 1
+        with self._lock:
+            batch = session.batches.setdefault(case.id, _Batch(case=case))
+            batch.paths.append(str(path))
+            full = len(batch.paths) >= self.batch_size
+        if full:
+            self._flush(session, case.id)
+        return SUCCESS
+
+    def _route(
+        self, session: _Session, accession: str
+    ) -> tuple[Case | None, Dataset | None]:
+        if accession not in session.routes:
+            session.routes[accession] = self._find_case(session, accession)
+        return session.routes[accession]
+
+    def _find_case(
+        self, session: _Session, accession: str
+    ) -> tuple[Case | None, Dataset | None]:
+        case = services.case_for_accession(accession) if accession else None
+        # A case of another hospital is answered exactly like no case at all.
+        if case is None or case.hospital_id != session.hospital_id:
+            logger.warning("objects from %s match no case of theirs", session.ae_title)
+            return None, _status(NO_CASE, "No case matches the Accession Number")
+        try:
+            services.imaging_gate(case)
+        except ConsentMissing:
+            logger.warning("imaging for %s refused: no consent", case.reference)
+            return None, _status(REFUSED, "No consent covers imaging for this case")
+        except Conflict:
+            logger.warning("imaging for %s refused: case state", case.reference)
+            return None, _status(REFUSED, "The case accepts no imaging in its state")
+        return case, None
+
+    def _on_end(self, event) -> None:
+        self._end(event.assoc)
+
+    def _end(self, assoc) -> None:
+        with self._lock:
+            session = self._sessions.pop(assoc, None)
+        if session is None:
+            return
+        self._flush_session(session)
+        if session.received or session.refused:
+            logger.info(
+                "association from %s ended: %d objects stored, %d refused",
+                session.ae_title,
+                session.received,
+                session.refused,
+            )
+
+
+def _write_durably(folder: Path, data: bytes) -> Path:
+    """Write ``data`` under a temporary name, fsync, rename to a random ``.dcm``
+    name: the ingest never sees a partial file."""
+    name = uuid.uuid4().hex
+    temporary = folder / f".{name}.part"
+    final = folder / f"{name}.dcm"
+    try:
+        with temporary.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,64 @@
+"""The staging area: received DICOM objects wait here until the ingest job has
+de-identified and stored them.
+
+Staged files carry raw patient identity, so they live only on the server's disk under
+``settings.PSI_STAGING_DIR/<case id>/`` with random names (never the client's file
+name, which may name the patient), are written durably (a job may run on another
+worker after this process died) and are removed once ingested.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.conf import settings
+
+
+def staging_dir(case_id: int) -> Path:
+    """The case's staging folder (created, owner-only)."""
+    folder = Path(settings.PSI_STAGING_DIR) / str(int(case_id))
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def staged_path(case_id: int) -> Path:
+    """A fresh, unused path in the case's staging folder."""
+    return staging_dir(case_id) / f"{uuid.uuid4().hex}.dcm"
+
+
+def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
+    """Write ``chunks`` to a new staged file, flushed and fsynced; return its path.
+
+    The file is created exclusively (``x``), so two writers never share one; on any
+    error the partial file is removed.
+    """
+    path = staged_path(case_id)
+    try:
+        with path.open("xb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def is_staged(case_id: int, path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in the case's staging folder (job params are data, not
+    trusted paths: the ingest reads and deletes only its own case's staged files)."""
+    folder = (Path(settings.PSI_STAGING_DIR) / str(int(case_id))).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except OSError:
+        return False
+    return resolved.parent == folder and resolved.suffix == ".dcm"
+
+
+def unstage(paths: Iterable[str | os.PathLike[str]]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,402 @@
+"""The imaging ingest: staged objects become one de-identified, checked study."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cases.imaging import quality
+from cases.imaging.models import (
+    AcquisitionProfile,
+    ImagingIdentityLink,
+    ImagingInstance,
+    ImagingSeries,
+    ImagingStudy,
+    PatientImagingKey,
+)
+from cases.imaging.phantom import PhantomSpec, write_series
+from cases.imaging.services import (
+    case_for_accession,
+    imaging_gate,
+    ingest_enqueue,
+    study_ingest,
+    study_review_passed,
+    study_review_sign,
+)
+from cases.imaging.staging import stage_chunks, staging_dir
+from cases.models import Case
+from consent.services import ConsentMissing
+from psi.errors import Conflict, PermissionRefused
+from psi.files import stored_file_open
+from psi.jobs import job_claim
+from psi.models import AuditEvent, Job, StoredFile
+from tests.factories import PASSWORD
+
+S = Case.Status
+SLICES = 30
+
+
+@pytest.fixture(autouse=True)
+def _staging_in_tmp(settings, tmp_path):
+    settings.PSI_STAGING_DIR = tmp_path / "staging"
+
+
+@pytest.fixture
+def cranial_profile(db):
+    """The cranial profile with a coverage a 30-slice phantom meets."""
+    limits = quality.default_profile("cranial").as_dict()
+    limits["min_coverage_mm"] = 25.0
+    return AcquisitionProfile.objects.create(region="cranial", limits=limits)
+
+
+@pytest.fixture(scope="module")
+def good_series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    return write_series(folder, PhantomSpec(slices=SLICES, seed=11))
+
+
+@pytest.fixture(scope="module")
+def thick_series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("thick")
+    return write_series(folder, PhantomSpec(slices=16, slice_thickness=2.0, seed=12))
+
+
+def stage(case, paths) -> list[str]:
+    return [str(stage_chunks(case.pk, [Path(p).read_bytes()])) for p in paths]
+
+
+def ingest(case, actor, paths, capture) -> Job:
+    staged = stage(case, paths)
+    with capture(execute=True):
+        job = ingest_enqueue(actor=actor, case=case, paths=staged, source="upload")
+    job.refresh_from_db()
+    return job
+
+
+@pytest.fixture
+def submitted(case_at):
+    return case_at(S.SUBMITTED)
+
+
+def test_good_series_is_accepted_and_moves_the_case(
+    submitted, surgeon, good_series, cranial_profile, django_capture_on_commit_callbacks
+):
+    job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["accepted"] == SLICES
+    assert job.result["failed"] == []
+    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    assert study.status == ImagingStudy.Status.ACCEPTED
+    assert study.proposed_series is not None
+    assert study.instance_count == SLICES
+    assert study.deid_report["objects"] == SLICES
+    series = study.proposed_series
+    assert series.quality_verdict in ("pass", "warn")
+    assert set(series.previews) >= {"middle_axial", "axial", "coronal", "sagittal"}
+    png = StoredFile.objects.get(pk=series.previews["middle_axial"])
+    with stored_file_open(png) as handle:
+        assert Image.open(io.BytesIO(handle.read())).format == "PNG"
+    submitted.refresh_from_db()
+    assert submitted.status == S.IMAGING_RECEIVED
+    event = submitted.events.last()
+    assert "on behalf of user" in event.reason
+    assert event.actor == surgeon
+    assert AuditEvent.objects.filter(action="imaging.study_ingested").exists()
+    assert ImagingIdentityLink.objects.filter(study=study, kind="instance").count() == (
+        SLICES
+    )
+    assert PatientImagingKey.objects.get(patient=submitted.patient)
+    assert not list(staging_dir(submitted.pk).glob("*.dcm"))
+    assert ImagingInstance.history.count() == SLICES
+
+
+def test_same_series_twice_is_stored_once(
+    submitted, surgeon, good_series, cranial_profile, django_capture_on_commit_callbacks
+):
+    ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
+    files = StoredFile.objects.count()
+    job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
+    assert job.result["accepted"] == 0
+    assert job.result["skipped_duplicates"] == SLICES
+    assert ImagingInstance.objects.filter(case=submitted).count() == SLICES
+    assert ImagingStudy.objects.filter(case=submitted).count() == 1
+    assert StoredFile.objects.count() == files
+
+
+def test_thick_slices_are_rejected_and_a_rescan_requested(
+    submitted,
+    case_manager,
+    thick_series,
+    cranial_profile,
+    django_capture_on_commit_callbacks,
+):
+    job = ingest(
+        submitted, case_manager, thick_series, django_capture_on_commit_callbacks
+    )
+    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    assert study.status == ImagingStudy.Status.REJECTED
+    assert study.proposed_series is None
+    reasons = " ".join(study.quality_report["verdict"]["reasons"])
+    assert "2 mm" in reasons or "2.0 mm" in reasons or "thick" in reasons
+    submitted.refresh_from_db()
+    assert submitted.status == S.SUBMITTED
+    rescan = submitted.events.filter(transition="request_rescan").get()
+    assert "cannot be used for planning" in rescan.reason
+    assert "on behalf of user" in rescan.reason
+
+
+def test_leak_spot_check_stored_bytes_carry_no_identity(
+    submitted, surgeon, good_series, cranial_profile, django_capture_on_commit_callbacks
+):
+    import pydicom
+
+    original = pydicom.dcmread(good_series[0], stop_before_pixels=True)
+    ingest(submitted, surgeon, good_series[:3], django_capture_on_commit_callbacks)
+    for instance in ImagingInstance.objects.filter(case=submitted):
+        with stored_file_open(instance.file) as handle:
+            data = handle.read()
+        # Device identity (station "PHANTOMCT1") is kept on purpose; the patient's
+        # name and id are not.
+        assert str(original.PatientName).encode() not in data
+        assert original.PatientID.encode() not in data
+        assert original.StudyInstanceUID.encode() not in data
+        assert original.SOPInstanceUID.encode() not in data
+
+
+def test_truncated_and_non_dicom_files_get_a_reason(
+    submitted,
+    surgeon,
+    good_series,
+    cranial_profile,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    truncated = tmp_path / "t.dcm"
+    truncated.write_bytes(good_series[0].read_bytes()[:-1000])
+    header_only = tmp_path / "h.dcm"
+    header_only.write_bytes(good_series[1].read_bytes()[:200])
+    junk = tmp_path / "j.dcm"
+    junk.write_bytes(b"not dicom at all" * 20)
+    job = ingest(
+        submitted,
+        surgeon,
+        [truncated, header_only, junk, *good_series[2:]],
+        django_capture_on_commit_callbacks,
+    )
+    failed = {f["file"]: f["reason"] for f in job.result["failed"]}
+    assert set(failed) == {"#1", "#2", "#3"}
+    assert "truncated" in failed["#1"]
+    assert "Not a DICOM file" in failed["#3"]
+    assert job.result["accepted"] == SLICES - 2
+
+
+def test_a_second_study_in_the_batch_is_refused_per_file(
+    submitted,
+    surgeon,
+    good_series,
+    thick_series,
+    cranial_profile,
+    django_capture_on_commit_callbacks,
+):
+    job = ingest(
+        submitted,
+        surgeon,
+        [*good_series, thick_series[0]],
+        django_capture_on_commit_callbacks,
+    )
+    assert job.result["failed"] == [
+        {
+            "file": f"#{SLICES + 1}",
+            "reason": "Belongs to a different study than the rest of the batch.",
+        }
+    ]
+
+
+def test_retry_after_a_crash_leaves_one_study(
+    submitted,
+    surgeon,
+    good_series,
+    cranial_profile,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    from cases.imaging import services
+
+    staged = stage(submitted, good_series)
+    with django_capture_on_commit_callbacks(execute=False):
+        job = ingest_enqueue(
+            actor=surgeon, case=submitted, paths=staged, source="upload"
+        )
+    claimed = job_claim(job.pk)
+    real = services.job_succeed
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(services, "job_succeed", crash)
+    with pytest.raises(RuntimeError):
+        study_ingest(claimed, lambda *a: None)
+    assert ImagingInstance.objects.filter(case=submitted).count() == 0
+    monkeypatch.setattr(services, "job_succeed", real)
+    retried = job_claim(job.pk, takeover=True)
+    result = study_ingest(retried, lambda *a: None)
+    assert result["accepted"] == SLICES
+    # The same job run once more (a duplicate delivery after success) is a no-op.
+    again = stage(submitted, good_series)
+    second = Job.objects.create(
+        kind=job.kind, task_name=job.task_name, params={**job.params, "paths": again}
+    )
+    result = study_ingest(job_claim(second.pk), lambda *a: None)
+    assert result["accepted"] == 0
+    assert result["skipped_duplicates"] == SLICES
+    assert ImagingStudy.objects.filter(case=submitted).count() == 1
+    assert ImagingSeries.objects.filter(study__case=submitted).count() == 1
+    assert ImagingInstance.objects.filter(case=submitted).count() == SLICES
+
+
+def test_gate_refuses_without_consent(submitted, surgeon):
+    from consent.models import Consent
+    from consent.services import consent_withdraw
+
+    for consent in Consent.objects.filter(patient=submitted.patient):
+        consent_withdraw(actor=surgeon, consent=consent, reason="Patient asked")
+    with pytest.raises(ConsentMissing):
+        imaging_gate(submitted)
+
+
+def test_gate_refuses_a_cancelled_case(case_at, coordinator):
+    from cases.services import case_cancel
+
+    case = case_cancel(
+        actor=coordinator, case=case_at(S.SUBMITTED), reason="Patient moved away"
+    )
+    with pytest.raises(Conflict):
+        imaging_gate(case)
+
+
+def test_gate_refuses_a_draft(case_at):
+    with pytest.raises(Conflict):
+        imaging_gate(case_at(S.DRAFT))
+
+
+def test_outsider_cannot_enqueue(submitted, outsider):
+    from psi.errors import NotVisible
+
+    with pytest.raises(NotVisible):
+        ingest_enqueue(actor=outsider, case=submitted, paths=[], source="upload")
+
+
+def test_auditor_may_not_send_imaging(submitted, auditor):
+    with pytest.raises(PermissionRefused):
+        ingest_enqueue(actor=auditor, case=submitted, paths=[], source="upload")
+
+
+def test_dicom_node_ingest_names_the_ae_title(
+    submitted, good_series, cranial_profile, django_capture_on_commit_callbacks
+):
+    staged = stage(submitted, good_series[:2])
+    with django_capture_on_commit_callbacks(execute=True):
+        job = ingest_enqueue(
+            actor=None,
+            case=submitted,
+            paths=staged,
+            source="cstore",
+            calling_ae_title="HOSP_A_CT",
+        )
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED
+    submitted.refresh_from_db()
+    assert "DICOM node HOSP_A_CT" in submitted.events.last().reason
+
+
+def test_case_for_accession(submitted):
+    assert case_for_accession(submitted.reference) == submitted
+    assert case_for_accession(submitted.reference + " ") == submitted
+    assert case_for_accession("C-1999-00001") is None
+    assert case_for_accession("") is None
+
+
+FINDINGS = {
+    "motion": {"ok": True, "notes": ""},
+    "metal_artefacts": {"ok": True, "notes": ""},
+    "region_coverage": {"ok": True, "notes": ""},
+    "healthy_side_coverage": {"ok": True, "notes": "Full contralateral side"},
+}
+
+
+def test_designer_signs_the_visual_review(
+    submitted,
+    surgeon,
+    designer,
+    good_series,
+    cranial_profile,
+    django_capture_on_commit_callbacks,
+):
+    job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
+    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    with pytest.raises(PermissionRefused):
+        study_review_sign(
+            actor=surgeon, study=study, password=PASSWORD, findings=FINDINGS
+        )
+    signed = study_review_sign(
+        actor=designer, study=study, password=PASSWORD, findings=FINDINGS
+    )
+    assert signed.review.meaning == "reviewed"
+    assert signed.review_findings["healthy_side_coverage"]["ok"] is True
+    assert study_review_passed(submitted)
+    with pytest.raises(Conflict):
+        study_review_sign(
+            actor=designer, study=study, password=PASSWORD, findings=FINDINGS
+        )
+
+
+def test_missing_mandatory_attributes_are_named(
+    submitted,
+    surgeon,
+    good_series,
+    cranial_profile,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    import pydicom
+
+    ds = pydicom.dcmread(good_series[0])
+    del ds.Modality
+    del ds.SeriesInstanceUID
+    broken = tmp_path / "b.dcm"
+    ds.save_as(broken, enforce_file_format=True)
+    job = ingest(submitted, surgeon, [broken], django_capture_on_commit_callbacks)
+    assert job.result["failed"] == [
+        {
+            "file": "#1",
+            "reason": "Missing mandatory attributes: Series Instance UID, Modality.",
+        }
+    ]
+    assert not ImagingStudy.objects.exists()
+
+
+def test_consent_withdrawn_before_the_job_runs_refuses_every_file(
+    submitted,
+    surgeon,
+    good_series,
+    cranial_profile,
+    django_capture_on_commit_callbacks,
+):
+    from consent.models import Consent
+    from consent.services import consent_withdraw
+
+    staged = stage(submitted, good_series[:3])
+    with django_capture_on_commit_callbacks(execute=False):
+        job = ingest_enqueue(
+            actor=surgeon, case=submitted, paths=staged, source="upload"
+        )
+    for consent in Consent.objects.filter(patient=submitted.patient):
+        consent_withdraw(actor=surgeon, consent=consent, reason="Patient asked")
+    result = study_ingest(job_claim(job.pk), lambda *a: None)
+    assert len(result["failed"]) == 3
+    assert "no valid consent" in result["failed"][0]["reason"]
+    assert not ImagingInstance.objects.exists()
+    assert not list(staging_dir(submitted.pk).glob("*.dcm"))

@@ -1,0 +1,497 @@
+"""The C-STORE listener, driven by dcmtk's storescu and echoscu as a hospital PACS
+would drive it, and by pynetdicom for what dcmtk cannot easily show (an association
+held open, TLS)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from django.core.management import call_command
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from cases.imaging import quality, services
+from cases.imaging.listener import NO_CASE, REFUSED, Listener, tls_context
+from cases.imaging.models import (
+    AcquisitionProfile,
+    DicomPeer,
+    ImagingInstance,
+    ImagingStudy,
+)
+from cases.imaging.phantom import PhantomSpec, write_series
+from cases.models import Case
+from consent.models import Consent
+from consent.services import consent_withdraw
+
+S = Case.Status
+OUR_AE = "PSI_TEST"
+PACS_AE = "HOSPA_PACS"
+SLICES = 10
+
+needs_dcmtk = pytest.mark.skipif(
+    shutil.which("storescu") is None or shutil.which("echoscu") is None,
+    reason="dcmtk's storescu/echoscu not installed (Debian package dcmtk; "
+    ".ci/run installs it)",
+)
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Records each ingest_enqueue call, with the staged files' bytes at that moment
+    (the real ingest would consume them)."""
+    calls = []
+
+    def record(*, actor, case, paths, source, calling_ae_title=""):
+        calls.append(
+            {
+                "actor": actor,
+                "case": case.reference,
+                "paths": list(paths),
+                "bytes": {path: Path(path).read_bytes() for path in paths},
+                "source": source,
+                "calling_ae_title": calling_ae_title,
+            }
+        )
+
+    monkeypatch.setattr(services, "ingest_enqueue", record)
+    return calls
+
+
+@pytest.fixture
+def staging_root(settings, tmp_path):
+    settings.PSI_STAGING_DIR = tmp_path / "staging"
+    return settings.PSI_STAGING_DIR
+
+
+@pytest.fixture
+def listener(staging_root):
+    """A listener on a free port of this host, batches of 4."""
+    running = Listener(
+        host="127.0.0.1", port=0, ae_title=OUR_AE, batch_size=4, batch_seconds=3600
+    )
+    running.start()
+    yield running
+    running.stop(grace=2)
+
+
+@pytest.fixture
+def peer(hospital_a):
+    return DicomPeer.objects.create(hospital=hospital_a, ae_title=PACS_AE)
+
+
+@pytest.fixture
+def series_for(tmp_path):
+    """A 10-slice 64 x 64 phantom CT whose Accession Number is ``accession``."""
+
+    def write(accession: str) -> list[Path]:
+        paths = write_series(
+            tmp_path / f"series-{accession}",
+            PhantomSpec(slices=SLICES, rows=64, columns=64, seed=11),
+        )
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            ds.AccessionNumber = accession
+            ds.save_as(path, enforce_file_format=True)
+        return paths
+
+    return write
+
+
+def _store(listener: Listener, paths, calling: str):
+    host, port = listener.address
+    return subprocess.run(
+        ["storescu", "-d", "-aet", calling, "-aec", OUR_AE, host, str(port)]
+        + [str(path) for path in paths],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _settle(listener: Listener, seconds: float = 10) -> None:
+    """Wait for the associations to end and their batches to reach the ingest."""
+    deadline = time.monotonic() + seconds
+    while listener.ae.active_associations:
+        assert time.monotonic() < deadline, "an association is still open"
+        time.sleep(0.02)
+    listener.drain()
+
+
+def _dimse_status(output: str) -> int | None:
+    """The status of storescu's first C-STORE response (it stops at a failure)."""
+    found = re.search(r"DIMSE Status\s*:\s*0x([0-9a-f]{4})", output)
+    return int(found.group(1), 16) if found else None
+
+
+def _dataset_bytes(data: bytes) -> bytes:
+    """What follows the file meta of a Part 10 file: preamble and "DICM" (132
+    bytes), then (0002,0000) File Meta Information Group Length, explicit VR little
+    endian (12 bytes), then the group it counts."""
+    assert data[128:132] == b"DICM"
+    assert data[132:138] == b"\x02\x00\x00\x00UL"
+    return data[144 + int.from_bytes(data[140:144], "little") :]
+
+
+def _staged(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+@needs_dcmtk
+def test_storescu_series_is_staged_raw_and_handed_to_ingest(
+    listener, peer, case_at, series_for, enqueued, staging_root
+):
+    case = case_at(S.SUBMITTED)
+    paths = series_for(case.reference)
+
+    started = time.monotonic()
+    run = _store(listener, paths, PACS_AE)
+    elapsed = time.monotonic() - started
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert elapsed < 10, f"{SLICES} slices took {elapsed:.1f} s (delayed ACKs?)"
+    # Batches of 4, the rest when the association was released.
+    _settle(listener)
+    assert [len(c["paths"]) for c in enqueued] == [4, 4, 2]
+    assert {c["case"] for c in enqueued} == {case.reference}
+    assert {c["source"] for c in enqueued} == {"cstore"}
+    assert {c["calling_ae_title"] for c in enqueued} == {PACS_AE}
+    assert {c["actor"] for c in enqueued} == {None}
+    staged = {}
+    for call in enqueued:
+        staged.update(call["bytes"])
+    folder = Path(staging_root) / str(case.id)
+    assert {Path(p).parent for p in staged} == {folder}
+    assert all(Path(p).suffix == ".dcm" for p in staged)
+    sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
+    received = sorted(_dataset_bytes(data) for data in staged.values())
+    assert received == sent
+    for data in staged.values():
+        meta = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert meta.MediaStorageSOPClassUID == CTImageStorage
+    # No temporary file is left behind.
+    assert not [p for p in _staged(staging_root) if p.suffix != ".dcm"]
+
+
+@needs_dcmtk
+def test_unknown_calling_ae_title_is_rejected_at_association(
+    listener, peer, case_at, series_for, enqueued, staging_root
+):
+    case = case_at(S.SUBMITTED)
+    run = _store(listener, series_for(case.reference)[:1], "STRANGER")
+
+    assert run.returncode != 0
+    assert "Association Rejected" in run.stdout + run.stderr
+    assert "Calling AE Title Not Recognized" in run.stdout + run.stderr
+    assert _staged(staging_root) == []
+    assert enqueued == []
+
+
+@needs_dcmtk
+def test_inactive_peer_is_rejected_at_association(
+    listener, peer, case_at, series_for, enqueued, staging_root
+):
+    peer.is_active = False
+    peer.save()
+    case = case_at(S.SUBMITTED)
+    run = _store(listener, series_for(case.reference)[:1], PACS_AE)
+
+    assert run.returncode != 0
+    assert "Association Rejected" in run.stdout + run.stderr
+    assert enqueued == []
+
+
+@needs_dcmtk
+def test_wrong_called_ae_title_is_rejected(listener, peer):
+    host, port = listener.address
+    run = subprocess.run(
+        ["echoscu", "-aet", PACS_AE, "-aec", "NOT_US", host, str(port)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "Called AE Title Not Recognized" in run.stdout + run.stderr
+
+
+@needs_dcmtk
+def test_consent_missing_fails_each_object_and_stages_nothing(
+    listener, peer, case_at, surgeon, series_for, enqueued, staging_root
+):
+    case = case_at(S.SUBMITTED)
+    for consent in Consent.objects.filter(patient=case.patient):
+        consent_withdraw(actor=surgeon, consent=consent, reason="Changed their mind")
+    run = _store(listener, series_for(case.reference)[:2], PACS_AE)
+
+    output = run.stdout + run.stderr
+    assert _dimse_status(output) == REFUSED, output
+    assert "No consent covers imaging for this case" in output
+    assert _staged(staging_root) == []
+    assert enqueued == []
+
+
+@needs_dcmtk
+def test_case_of_another_hospital_is_not_found(
+    listener, hospital_b, case_at, series_for, enqueued, staging_root
+):
+    DicomPeer.objects.create(hospital=hospital_b, ae_title="HOSPB_PACS")
+    case = case_at(S.SUBMITTED)  # of hospital A
+    run = _store(listener, series_for(case.reference)[:1], "HOSPB_PACS")
+
+    output = run.stdout + run.stderr
+    assert _dimse_status(output) == NO_CASE, output
+    assert "No case matches the Accession Number" in output
+    assert _staged(staging_root) == []
+    assert enqueued == []
+
+
+@needs_dcmtk
+def test_unknown_accession_number_is_not_found(
+    listener, peer, series_for, enqueued, staging_root
+):
+    run = _store(listener, series_for("C-1999-99999")[:1], PACS_AE)
+
+    assert _dimse_status(run.stdout + run.stderr) == NO_CASE
+    assert _staged(staging_root) == []
+
+
+@needs_dcmtk
+def test_echoscu_verifies_the_connection(listener, peer):
+    host, port = listener.address
+    run = subprocess.run(
+        ["echoscu", "-v", "-aet", PACS_AE, "-aec", OUR_AE, host, str(port)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Received Echo Response (Success)" in run.stdout + run.stderr
+
+
+def _client(listener: Listener, **kwargs):
+    ae = AE(ae_title=PACS_AE)
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(Verification)
+    host, port = listener.address
+    return ae.associate(host, port, ae_title=OUR_AE, **kwargs)
+
+
+def test_batch_waiting_too_long_is_handed_over_while_association_stays_open(
+    listener, peer, case_at, series_for, enqueued
+):
+    case = case_at(S.SUBMITTED)
+    assoc = _client(listener)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(pydicom.dcmread(series_for(case.reference)[0]))
+        assert status.Status == 0x0000
+        listener.flush_stale()
+        listener.drain()
+        assert enqueued == []  # not stale yet
+        listener.batch_seconds = 0
+        listener.flush_stale()
+        listener.drain()
+        assert [len(c["paths"]) for c in enqueued] == [1]
+    finally:
+        assoc.release()
+
+
+def test_shutdown_hands_over_pending_batches(
+    staging_root, peer, case_at, series_for, enqueued
+):
+    running = Listener(
+        host="127.0.0.1", port=0, ae_title=OUR_AE, batch_size=50, batch_seconds=3600
+    )
+    running.start()
+    case = case_at(S.SUBMITTED)
+    assoc = _client(running)
+    status = assoc.send_c_store(pydicom.dcmread(series_for(case.reference)[0]))
+    assert status.Status == 0x0000
+    # The client never releases: stop() aborts it after the grace period.
+    running.stop(grace=0.2)
+    assert [len(c["paths"]) for c in enqueued] == [1]
+    assert assoc.is_aborted or not assoc.is_established
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1, written as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psi-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_listener_accepts_a_tls_peer(
+    staging_root, peer, case_at, series_for, enqueued, certificate
+):
+    cert, key = certificate
+    running = Listener(
+        host="127.0.0.1",
+        port=0,
+        ae_title=OUR_AE,
+        ssl_context=tls_context(str(cert), str(key)),
+        batch_size=50,
+        batch_seconds=3600,
+    )
+    running.start()
+    try:
+        case = case_at(S.SUBMITTED)
+        client_context = ssl.create_default_context(cafile=str(cert))
+        assoc = _client(running, tls_args=(client_context, "127.0.0.1"))
+        assert assoc.is_established
+        status = assoc.send_c_store(pydicom.dcmread(series_for(case.reference)[0]))
+        assoc.release()
+        assert status.Status == 0x0000
+    finally:
+        running.stop(grace=2)
+    assert [len(c["paths"]) for c in enqueued] == [1]
+
+
+@needs_dcmtk
+def test_storescu_study_reaches_the_real_ingest(
+    listener, peer, case_at, series_for, staging_root
+):
+    # Planning-quality limits a 64 x 64 phantom (and each batch of it) passes: this
+    # test is about delivery, the quality checks have their own.
+    AcquisitionProfile.objects.create(
+        region=Case.Region.CRANIAL,
+        limits=dataclasses.replace(
+            quality.default_profile(Case.Region.CRANIAL),
+            min_matrix=64,
+            min_coverage_mm=1.0,
+        ).as_dict(),
+    )
+    case = case_at(S.SUBMITTED)
+    run = _store(listener, series_for(case.reference), PACS_AE)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    # Eager Celery: the ingest runs in the listener's hand-over thread, batch by
+    # batch; the test reads only when it is done (SQLite's shared in-memory test
+    # database locks whole tables).
+    _settle(listener)
+    study = ImagingStudy.objects.get(case=case)
+    assert study.instance_count == SLICES
+    assert study.source == ImagingStudy.Source.CSTORE
+    assert study.calling_ae_title == PACS_AE
+    assert ImagingInstance.objects.filter(study=study).count() == SLICES
+    assert _staged(staging_root) == []  # the ingest consumed what it staged
+
+
+def test_command_serves_until_told_to_stop(
+    monkeypatch, staging_root, peer, case_at, series_for, enqueued
+):
+    handlers = {}
+    monkeypatch.setattr(
+        "cases.management.commands.dicom_listener.signal.signal",
+        lambda signum, handler: handlers.setdefault(signum, handler),
+    )
+    out = io.StringIO()
+    command = threading.Thread(
+        target=call_command,
+        args=["dicom_listener", "--port", "0", "--ae-title", OUR_AE, "--grace", "1"],
+        kwargs={"stdout": out},
+    )
+    command.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not re.search(r"DICOM listener \S+ on \S+:\d+\n", out.getvalue()):
+            assert command.is_alive() and time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.05)
+        port = int(re.search(r":(\d+)\n", out.getvalue()).group(1))
+        case = case_at(S.SUBMITTED)
+        ae = AE(ae_title=PACS_AE)
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", port, ae_title=OUR_AE)
+        assert assoc.is_established
+        status = assoc.send_c_store(pydicom.dcmread(series_for(case.reference)[0]))
+        assert status.Status == 0x0000
+        # SIGTERM with the association still open: its batch is handed over.
+        handlers[signal.SIGTERM](signal.SIGTERM, None)
+        command.join(timeout=15)
+        assert not command.is_alive()
+    finally:
+        if command.is_alive():
+            handlers[signal.SIGINT](signal.SIGINT, None)
+            command.join(timeout=15)
+    assert set(handlers) == {signal.SIGTERM, signal.SIGINT}
+    assert [len(c["paths"]) for c in enqueued] == [1]
+    assert "Stopping" in out.getvalue()
+
+
+def test_tls_listener_with_a_ca_requires_a_client_certificate(
+    staging_root, peer, certificate
+):
+    cert, key = certificate
+    # The self-signed certificate stands in for the hospitals' CA and their client.
+    running = Listener(
+        host="127.0.0.1",
+        port=0,
+        ae_title=OUR_AE,
+        ssl_context=tls_context(str(cert), str(key), str(cert)),
+    )
+    running.start()
+    try:
+        anonymous = ssl.create_default_context(cafile=str(cert))
+        refused = _client(running, tls_args=(anonymous, "127.0.0.1"))
+        assert not refused.is_established
+
+        known = ssl.create_default_context(cafile=str(cert))
+        known.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        assoc = _client(running, tls_args=(known, "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+    finally:
+        running.stop(grace=2)
