@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/v1/", include("psi.api.urls")),
     path("api/v1/", include("consent.urls")),
     path("api/v1/", include("cases.urls")),
+    path("dicomweb/", include("cases.imaging.dicomweb_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"
