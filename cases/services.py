@@ -424,7 +424,18 @@ def _imaging_exchange_guard(case: Case) -> None:
 
 
 def _start_design_guard(case: Case) -> None:
+    # Imported here: the imaging services move cases through this module.
+    from cases.imaging.services import study_review_passed
+
     _require_signed_prescription(case, "go to design")
+    # REGULATORY 50: design starts only on an accepted study whose visual review
+    # (motion, artefacts, coverage) is signed with every finding ok.
+    if not study_review_passed(case):
+        raise Conflict(
+            "The case needs an accepted imaging study with a signed visual review "
+            "that found everything ok before it can go to design.",
+            status=case.status,
+        )
 
 
 def _request_review_guard(case: Case) -> None:

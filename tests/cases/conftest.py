@@ -5,11 +5,18 @@ Every patient here is invented: family name "Testperson", record numbers TEST-nn
 
 import datetime
 import itertools
+import uuid
 
 import pytest
 from django.utils import timezone
 
 from cases import services
+from cases.imaging.models import ImagingStudy
+from cases.imaging.services import (
+    REVIEW_FINDINGS,
+    study_review_passed,
+    study_review_sign,
+)
 from cases.models import Case
 from consent.models import Consent, LegalBasis, Patient, Purpose
 from consent.services import consent_form_create, consent_record, patient_register
@@ -198,10 +205,30 @@ def signed_prescription(prescription, surgeon):
     )
 
 
+def reviewed_study(case: Case, designer, **findings) -> ImagingStudy:
+    """An accepted study of ``case`` whose visual review ``designer`` signs; every
+    finding ok unless ``findings`` says otherwise (REGULATORY 50)."""
+    study = ImagingStudy.objects.create(
+        case=case,
+        study_uid=f"2.25.{uuid.uuid4().int}",
+        modality="CT",
+        status=ImagingStudy.Status.ACCEPTED,
+        source=ImagingStudy.Source.UPLOAD,
+    )
+    return study_review_sign(
+        actor=designer,
+        study=study,
+        password=PASSWORD,
+        findings={key: {"ok": True} for key in REVIEW_FINDINGS} | findings,
+    )
+
+
 @pytest.fixture
 def advance(personas):
     """Move a case along the main path until it reaches ``status``, each step by the
-    persona that takes it; signs a prescription first when the case needs one."""
+    persona that takes it; signs a prescription first when the case needs one, and
+    gives a case that reaches imaging_accepted an accepted study with a signed
+    visual review (design needs one)."""
 
     def to(case: Case, status: str) -> Case:
         case.refresh_from_db()
@@ -215,9 +242,14 @@ def advance(personas):
             )
         start = MAIN_STATUSES.index(case.status)
         for step, reached in MAIN_PATH[start:]:
+            if step == "start_design" and not study_review_passed(case):
+                reviewed_study(case, personas["designer"])
             case = services.TRANSITION_SERVICES[step](
                 actor=personas[STEP_ACTOR[step]], case=case
             )
+            if reached == S.IMAGING_ACCEPTED:
+                # Ready for design: the reviewed study design needs is there.
+                reviewed_study(case, personas["designer"])
             if reached == status:
                 return case
         raise AssertionError(f"{status} is not on the main path")

@@ -3,6 +3,7 @@
 import pytest
 
 from cases import services
+from cases.imaging.models import ImagingStudy
 from cases.models import Case, CaseEvent
 from cases.services import (
     TRANSITION_SERVICES,
@@ -19,6 +20,7 @@ from tests.cases.conftest import (
     FROM_IMPLANT,
     HAPPY,
     STEP_ACTOR,
+    reviewed_study,
     write_prescription,
 )
 from tests.factories import PASSWORD
@@ -289,6 +291,68 @@ def test_design_does_not_start_on_an_unsigned_new_prescription(
         services.case_start_design(actor=designer, case=case)
 
     services.prescription_sign(actor=surgeon, prescription=newer, password=PASSWORD)
+    assert services.case_start_design(actor=designer, case=case).status == S.IN_DESIGN
+
+
+def _accepted_without_imaging_review(case_at, case_manager) -> Case:
+    # accept_imaging by hand: the ``advance`` fixture would add a reviewed study.
+    case = case_at(S.IMAGING_RECEIVED)
+    return services.case_accept_imaging(actor=case_manager, case=case)
+
+
+def test_design_does_not_start_without_an_accepted_reviewed_study(
+    case_at, case_manager, designer
+):
+    case = _accepted_without_imaging_review(case_at, case_manager)
+
+    with pytest.raises(Conflict, match="signed visual review") as refused:
+        services.case_start_design(actor=designer, case=case)
+
+    assert refused.value.status == 409
+    case.refresh_from_db()
+    assert case.status == S.IMAGING_ACCEPTED
+    assert not case.events.filter(transition="start_design").exists()
+
+
+def test_design_does_not_start_on_a_study_accepted_but_not_reviewed(
+    case_at, case_manager, designer
+):
+    case = _accepted_without_imaging_review(case_at, case_manager)
+    ImagingStudy.objects.create(
+        case=case,
+        study_uid="2.25.5000001",
+        status=ImagingStudy.Status.ACCEPTED,
+        source=ImagingStudy.Source.UPLOAD,
+    )
+
+    with pytest.raises(Conflict, match="signed visual review"):
+        services.case_start_design(actor=designer, case=case)
+
+
+def test_design_does_not_start_when_a_review_finding_is_not_ok(
+    case_at, case_manager, designer
+):
+    case = _accepted_without_imaging_review(case_at, case_manager)
+    reviewed_study(
+        case,
+        designer,
+        motion={"ok": False, "notes": "Blurred slices at the vertex"},
+    )
+
+    with pytest.raises(Conflict, match="signed visual review") as refused:
+        services.case_start_design(actor=designer, case=case)
+
+    assert refused.value.status == 409
+    case.refresh_from_db()
+    assert case.status == S.IMAGING_ACCEPTED
+
+
+def test_design_starts_on_an_accepted_study_reviewed_all_ok(
+    case_at, case_manager, designer
+):
+    case = _accepted_without_imaging_review(case_at, case_manager)
+    reviewed_study(case, designer)
+
     assert services.case_start_design(actor=designer, case=case).status == S.IN_DESIGN
 
 

@@ -7,6 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
+from cases.imaging.models import ImagingInstance, ImagingStudy
+from cases.imaging.services import study_review_passed
 from cases.management.commands.demo import DEMO_PASSWORD, PEOPLE
 from cases.models import Case, CaseEvent, Prescription
 from consent.models import Consent, Patient
@@ -17,6 +19,12 @@ from psi.models import Membership, Organisation, Signature
 pytestmark = pytest.mark.django_db(transaction=True)
 
 S = Case.Status
+
+
+@pytest.fixture(autouse=True)
+def _staging_in_tmp(settings, tmp_path):
+    # The demo uploads imaging: staged files go to this test's folder.
+    settings.PSI_STAGING_DIR = tmp_path / "staging"
 
 
 def _demo() -> str:
@@ -36,6 +44,8 @@ def _counts() -> dict[str, int]:
         Prescription,
         Signature,
         CaseEvent,
+        ImagingStudy,
+        ImagingInstance,
     ]
     return {model.__name__: model.objects.count() for model in models}
 
@@ -65,6 +75,21 @@ def test_demo_twice_loads_the_same_data_once():
     # Every case past draft went out with a signed prescription.
     for case in Case.objects.exclude(status=S.DRAFT):
         assert case.prescriptions.get().is_signed, case.reference
+    # Every case that went to design did so on an accepted study, ingested through
+    # the real service and reviewed by the designer with every finding ok.
+    past_imaging = Case.objects.filter(
+        status__in=[S.IN_DESIGN, S.DESIGN_REVIEW, S.RELEASED]
+    )
+    assert past_imaging.count() == 3
+    for case in past_imaging:
+        study = case.studies.get()
+        assert study.status == ImagingStudy.Status.ACCEPTED, case.reference
+        assert study.instance_count > 0
+        assert study.review.signer.username == "designer"
+        assert study.review.meaning == Signature.Meaning.REVIEWED
+        assert study_review_passed(case), case.reference
+        assert not case.events.filter(transition="request_rescan").exists()
+    assert not ImagingStudy.objects.exclude(case__in=past_imaging).exists()
     for out in (first_out, second_out):
         assert "Demo data ready." in out
         assert DEMO_PASSWORD in out

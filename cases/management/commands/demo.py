@@ -2,13 +2,25 @@
 synthetic patients with consent and cases in several states. Idempotent."""
 
 import datetime
+import io
+import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import pydicom
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
+from pydicom.uid import generate_uid
 
 from cases import services as case_services
+from cases.imaging import quality
+from cases.imaging.models import ImagingStudy
+from cases.imaging.phantom import PhantomSpec, write_series
+from cases.imaging.services import REVIEW_FINDINGS, ingest_enqueue, study_review_sign
+from cases.imaging.staging import stage_chunks
 from cases.models import Case
 from consent.models import Consent, ConsentForm, LegalBasis, Patient, Purpose
 from consent.services import consent_record, patient_register
@@ -47,16 +59,84 @@ ROUTE = [
     ("start_manufacturing", "production"),
     ("release", "qa"),
 ]
+# Cases that go to design get a synthetic phantom study ingested and reviewed; they
+# have the regions with the shortest coverage minima, so one small phantom serves all.
 DEMO_CASES = [
     # (region, side, steps along ROUTE, then an optional final transition)
     ("cranial", "left", 0, None),
-    ("orbital", "right", 1, None),
+    ("pelvis", "right", 1, None),
     ("mandible", "left", 2, None),
-    ("cranial", "right", 4, None),
-    ("midface", "bilateral", 5, None),
-    ("pelvis", "left", 8, None),
-    ("maxilla", "midline", 1, ("cancel", "surgeon")),
+    ("orbital", "right", 4, None),
+    ("maxilla", "midline", 5, None),
+    ("orbital", "left", 8, None),
+    ("midface", "bilateral", 1, ("cancel", "surgeon")),
 ]
+# Design needs an accepted study with a signed visual review (REGULATORY 50).
+IMAGING_NEEDED_BY = "start_design"
+
+
+DEMO_CASES_REGIONS = sorted(
+    {
+        region
+        for region, _side, steps, _final in DEMO_CASES
+        if IMAGING_NEEDED_BY in (name for name, _who in ROUTE[:steps])
+    }
+)
+
+
+class _Phantom:
+    """One synthetic CT series, written on first use, that passes the default
+    acquisition profile of every region given."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: list[Path] | None = None
+
+    def paths_for(self, regions) -> list[Path]:
+        if self.paths is None:
+            profiles = [quality.default_profile(region) for region in regions]
+            thickness = min(
+                min(p.max_slice_thickness_mm, p.spacing_limit_mm) for p in profiles
+            )
+            coverage = max(p.min_coverage_mm for p in profiles)
+            # Coverage is centre-to-centre extent plus one thickness: n * thickness.
+            slices = math.ceil(coverage / thickness) + 1
+            matrix = max(512, *(p.min_matrix for p in profiles))
+            spec = PhantomSpec(
+                slices=slices,
+                rows=matrix,
+                columns=matrix,
+                slice_thickness=thickness,
+                seed=2024,
+            )
+            self.paths = write_series(self.folder, spec)
+        return self.paths
+
+    def files_for(self, scan: str, regions) -> Iterator[bytes]:
+        """The series as one scan of its own: fresh study, series, frame and
+        instance UIDs derived from ``scan`` (a study belongs to one case), the
+        pixels untouched."""
+        uids: dict[str, str] = {}
+
+        def uid(old: str) -> str:
+            if old not in uids:
+                uids[old] = generate_uid(entropy_srcs=[scan, old])
+            return uids[old]
+
+        for path in self.paths_for(regions):
+            ds = pydicom.dcmread(path)
+            for keyword in (
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "FrameOfReferenceUID",
+                "SOPInstanceUID",
+            ):
+                if keyword in ds:
+                    setattr(ds, keyword, uid(getattr(ds, keyword)))
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            yield buffer.getvalue()
 
 
 class Command(BaseCommand):
@@ -181,28 +261,71 @@ class Command(BaseCommand):
 
     def _advance_cases(self):
         people = {u.username: u for u in get_user_model().objects.all()}
-        for number, (_region, _side, steps, final) in enumerate(DEMO_CASES, start=1):
-            case = Case.objects.get(indication__startswith=f"Demo indication {number}:")
-            prescription = case_services.prescription_latest(case)
-            if prescription and not prescription.is_signed:
-                case_services.prescription_sign(
-                    actor=people["surgeon"],
-                    prescription=prescription,
-                    password=DEMO_PASSWORD,
+        with tempfile.TemporaryDirectory(prefix="psi-demo-phantom-") as scratch:
+            phantom = _Phantom(Path(scratch))
+            for number, (_region, _side, steps, final) in enumerate(
+                DEMO_CASES, start=1
+            ):
+                self._advance_case(number, steps, final, people, phantom)
+
+    def _advance_case(self, number, steps, final, people, phantom):
+        case = Case.objects.get(indication__startswith=f"Demo indication {number}:")
+        prescription = case_services.prescription_latest(case)
+        if prescription and not prescription.is_signed:
+            case_services.prescription_sign(
+                actor=people["surgeon"],
+                prescription=prescription,
+                password=DEMO_PASSWORD,
+            )
+        route = ROUTE[:steps]
+        needs_imaging = IMAGING_NEEDED_BY in (name for name, _who in route)
+        for name, who in route:
+            if needs_imaging and name == "receive_imaging":
+                case = self._send_imaging(case, people["coordinator"], phantom)
+            if name == IMAGING_NEEDED_BY:
+                self._review_imaging(case, people["designer"])
+            if name in case_services.transitions_from(case.status):
+                case = case_services.case_advance(
+                    actor=people[who], case=case, transition=name, reason="demo"
                 )
-            for name, who in ROUTE[:steps]:
-                if name in case_services.transitions_from(case.status):
-                    case = case_services.case_advance(
-                        actor=people[who], case=case, transition=name, reason="demo"
-                    )
-            if final and final[0] in case_services.transitions_from(case.status):
-                name, who = final
-                case_services.case_advance(
-                    actor=people[who],
-                    case=case,
-                    transition=name,
-                    reason="Demo: surgery no longer planned",
-                )
+        if final and final[0] in case_services.transitions_from(case.status):
+            name, who = final
+            case_services.case_advance(
+                actor=people[who],
+                case=case,
+                transition=name,
+                reason="Demo: surgery no longer planned",
+            )
+
+    def _send_imaging(self, case, sender, phantom):
+        """Upload the phantom study for a submitted case through the real ingest
+        (Celery runs eagerly in the demo), unless the case already has one."""
+        if case.status != Case.Status.SUBMITTED or case.studies.exists():
+            return case
+        staged = [
+            str(stage_chunks(case.pk, [data]))
+            for data in phantom.files_for(case.reference, DEMO_CASES_REGIONS)
+        ]
+        with transaction.atomic():
+            ingest_enqueue(actor=sender, case=case, paths=staged, source="upload")
+        case.refresh_from_db()
+        self.stdout.write(f"Imaging ingested for {case.reference}.")
+        return case
+
+    def _review_imaging(self, case, designer):
+        study = (
+            case.studies.filter(status=ImagingStudy.Status.ACCEPTED)
+            .order_by("pk")
+            .first()
+        )
+        if study is None or study.review_id:
+            return
+        study_review_sign(
+            actor=designer,
+            study=study,
+            password=DEMO_PASSWORD,
+            findings={key: {"ok": True, "notes": "demo"} for key in REVIEW_FINDINGS},
+        )
 
     def _print_logins(self):
         self.stdout.write(f"\nDemo logins (password for all: {DEMO_PASSWORD}):")
