@@ -45,3 +45,16 @@ class CorrelationIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = correlation_id() or "-"
         return True
+
+
+class GateCacheMiddleware:
+    """Lets the permission gate read the user's groups once per request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from psi.permissions import grantees_cached_for_request
+
+        with grantees_cached_for_request():
+            return self.get_response(request)

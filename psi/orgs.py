@@ -157,7 +157,7 @@ def membership_grant(
             membership.is_active = True
             membership.save()
         user.groups.add(role_group(organisation, role))
-        _sync_staff_status(user)
+        _memberships_changed(user)
         audit_append(
             actor=actor,
             action="membership.granted",
@@ -166,6 +166,13 @@ def membership_grant(
             payload={"user_id": user.pk, "role": role},
         )
     return membership
+
+
+def _memberships_changed(user) -> None:
+    from psi.permissions import forget_cached_grantees
+
+    forget_cached_grantees()
+    _sync_staff_status(user)
 
 
 def _sync_staff_status(user) -> None:
@@ -190,7 +197,7 @@ def membership_revoke(*, actor, membership: Membership, reason: str) -> Membersh
         membership.user.groups.remove(
             role_group(membership.organisation, membership.role)
         )
-        _sync_staff_status(membership.user)
+        _memberships_changed(membership.user)
         audit_append(
             actor=actor,
             action="membership.revoked",

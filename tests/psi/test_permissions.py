@@ -11,6 +11,7 @@ from psi.errors import NotVisible, PermissionRefused
 from psi.models import Membership
 from psi.orgs import membership_revoke, user_deactivate
 from psi.permissions import (
+    grantees_cached_for_request,
     has_object_perm,
     is_gated,
     require_object_perm,
@@ -138,3 +139,23 @@ def test_only_anchored_models_are_gated(db):
 
     assert is_gated(Case) and is_gated(Patient) and is_gated(Prescription)
     assert not is_gated(Organisation) and not is_gated(Job)
+
+
+def test_within_a_request_the_gate_reads_the_users_groups_once(make_case, surgeon):
+    make_case()
+    with (
+        grantees_cached_for_request(),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        assert len(list(restrict(Case.objects.all(), surgeon))) == 1
+        assert len(list(restrict(Case.objects.all(), surgeon))) == 1
+    assert len(queries) == 3  # the groups once, then the two lists
+
+
+def test_a_membership_revoked_inside_a_request_takes_effect_at_once(make_case, surgeon):
+    make_case()
+    with grantees_cached_for_request():
+        assert restrict(Case.objects.all(), surgeon).count() == 1
+        membership = Membership.objects.get(user=surgeon)
+        membership_revoke(actor=None, membership=membership, reason="left")
+        assert restrict(Case.objects.all(), surgeon).count() == 0
