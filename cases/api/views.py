@@ -39,53 +39,7 @@ from cases.selectors import (
     case_queryset,
 )
 from cases.services import TRANSITION_SERVICES, TRANSITIONS
-from psi.api.history import HistoryEntrySerializer, HistoryMixin
-
-
-def _history_entries(obj) -> list[dict]:
-    """Like psi.api.history.history_entries, but comparing every tracked field: the
-    fields that matter most here (status, reference, signature) are not editable,
-    and simple-history's diff_against leaves non-editable fields out."""
-    records = list(
-        obj.history.select_related("history_user").order_by("history_date", "pk")
-    )
-    entries, previous = [], None
-    for record in records:
-        changes = {}
-        if previous is not None:
-            for field in record.tracked_fields:
-                old = getattr(previous, field.attname)
-                new = getattr(record, field.attname)
-                if old != new:
-                    changes[field.name] = [str(old), str(new)]
-        user = record.history_user
-        entries.append(
-            {
-                "history_id": record.history_id,
-                "history_date": record.history_date,
-                "history_type": record.history_type,
-                "history_user": user.get_username() if user else None,
-                "history_change_reason": record.history_change_reason,
-                "changes": changes,
-            }
-        )
-        previous = record
-    return entries[::-1]
-
-
-class FullHistoryMixin(HistoryMixin):
-    """``GET …/{id}/history/``: each version, newest first, with what it changed."""
-
-    @extend_schema(
-        summary="The object's history: each version with the fields it changed",
-        responses=HistoryEntrySerializer(many=True),
-        filters=False,
-    )
-    @action(detail=True, methods=["get"], pagination_class=None)
-    def history(self, request, *args, **kwargs):
-        entries = _history_entries(self.get_object())
-        return Response(HistoryEntrySerializer(entries, many=True).data)
-
+from psi.api.history import HistoryMixin
 
 CONFLICT = OpenApiResponse(
     CaseConflictSerializer, description="The case's state does not allow this."
@@ -103,7 +57,7 @@ CONFLICT = OpenApiResponse(
     history=extend_schema(summary="The case's change history"),
 )
 class CaseViewSet(
-    FullHistoryMixin,
+    HistoryMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
@@ -257,7 +211,7 @@ del _name
     history=extend_schema(summary="The prescription's change history"),
 )
 class PrescriptionViewSet(
-    FullHistoryMixin,
+    HistoryMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,

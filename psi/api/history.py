@@ -16,34 +16,38 @@ class HistoryEntrySerializer(serializers.Serializer):
 
 
 def history_entries(obj, *, hidden_fields: frozenset[str] = frozenset()) -> list[dict]:
-    """Each historical version with the fields it changed (old and new values)."""
-    records = list(obj.history.select_related("history_user").order_by("history_date"))
-    entries = []
-    previous = None
+    """Each historical version, newest first, with the fields it changed (old and new
+    values). Every tracked field is compared: simple-history's ``diff_against`` leaves
+    out non-editable fields, and those matter most (a case's status, a signature)."""
+    records = list(
+        obj.history.select_related("history_user").order_by("history_date", "pk")
+    )
+    entries, previous = [], None
     for record in records:
         changes = {}
         if previous is not None:
-            delta = record.diff_against(previous)
-            for change in delta.changes:
-                if change.field in hidden_fields:
-                    changes[change.field] = ["(hidden)", "(hidden)"]
+            for field in record.tracked_fields:
+                old = getattr(previous, field.attname)
+                new = getattr(record, field.attname)
+                if old == new:
+                    continue
+                if field.name in hidden_fields:
+                    changes[field.name] = ["(hidden)", "(hidden)"]
                 else:
-                    changes[change.field] = [str(change.old), str(change.new)]
+                    changes[field.name] = [str(old), str(new)]
+        user = record.history_user
         entries.append(
             {
                 "history_id": record.history_id,
                 "history_date": record.history_date,
                 "history_type": record.history_type,
-                "history_user": record.history_user.get_username()
-                if record.history_user
-                else None,
+                "history_user": user.get_username() if user else None,
                 "history_change_reason": record.history_change_reason,
                 "changes": changes,
             }
         )
         previous = record
-    entries.reverse()
-    return entries
+    return entries[::-1]
 
 
 class HistoryMixin:
