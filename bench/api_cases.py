@@ -702,13 +702,15 @@ def explain(captured: list[dict], model) -> list[tuple]:
     found = []
     for query in captured:
         sql = query["sql"]
-        if not sql.startswith("SELECT") or f'FROM "{table}"' not in sql:
+        if not sql.lstrip("(").startswith("SELECT") or f'FROM "{table}"' not in sql:
             continue
         head = sql.split(" FROM ")[0]
         if "COUNT(" in head:
             kind = "count"
         elif head == f'SELECT "{table}"."id" AS "pk"':
             kind = "ids"
+        elif sql.startswith("("):
+            kind = "grants"  # the union behind allowed_transitions
         else:
             kind = "rows"
         with connection.cursor() as cursor:

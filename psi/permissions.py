@@ -13,6 +13,7 @@ costs about what an unfiltered one does (``bench/api_cases.py`` measures it).
 from __future__ import annotations
 
 import contextvars
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -137,6 +138,42 @@ def visible_ids(user, anchor: type[models.Model], codename: str) -> models.Query
 
 def _is_active(user) -> bool:
     return bool(getattr(user, "is_authenticated", False) and user.is_active)
+
+
+def granted_on(
+    user, anchor: type[models.Model], ids: Iterable[int], codenames: Iterable[str]
+) -> dict[int, set[str]]:
+    """Which of ``codenames`` ``user`` holds on each of the ``anchor`` rows ``ids``,
+    in one query (for a page of rows; the same grants ``restrict`` reads). A
+    superuser holds everything without a grant: callers ask about them first."""
+    granted: dict[int, set[str]] = defaultdict(set)
+    ids = list(ids)
+    if not ids or not _is_active(user) or user.is_superuser:
+        return granted
+    label, model_name = anchor._meta.app_label, anchor._meta.model_name
+    codename_of = {_permission_id(label, model_name, c): c for c in codenames}
+    group_ids, direct = _grantees(user, anchor)
+    rows = (
+        get_group_obj_perms_model(anchor)
+        .objects.filter(
+            permission_id__in=codename_of,
+            group_id__in=group_ids,
+            content_object_id__in=ids,
+        )
+        .values_list("content_object_id", "permission_id")
+    )
+    if direct:
+        rows = rows.union(
+            get_user_obj_perms_model(anchor)
+            .objects.filter(
+                permission_id__in=codename_of, user=user, content_object_id__in=ids
+            )
+            .values_list("content_object_id", "permission_id"),
+            all=True,
+        )
+    for object_id, permission_id in rows:
+        granted[object_id].add(codename_of[permission_id])
+    return granted
 
 
 def restrict(queryset: models.QuerySet, user, action: str = "view") -> models.QuerySet:

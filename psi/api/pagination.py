@@ -11,7 +11,9 @@ the unfiltered one (``bench/api_cases.py`` measures both):
   ``page=last`` counts every row, since only the exact count finds the last page.
 - A page is read in two steps: first the ids of the page's rows (filters and
   ordering only), then those rows with their related objects. The database then
-  fetches and joins the 50 rows of the page instead of every row before it.
+  fetches and joins the 50 rows of the page instead of every row before it. A view
+  that reads its rows its own way pages ``queryset.values_list("pk", flat=True)``
+  and gets the ids (the case list does).
 """
 
 from __future__ import annotations
