@@ -4,7 +4,6 @@ import io
 import json
 import math
 import re
-import time
 
 import pytest
 from pydicom import dcmread, dcmwrite
@@ -532,25 +531,13 @@ def _as_read_from_disk(datasets):
     return out
 
 
-def test_three_hundred_headers_are_checked_fast():
+def test_a_full_series_passes_from_headers_and_from_datasets():
+    # Speed is measured by bench/ingest.py, not asserted here.
     datasets = _as_read_from_disk(ct_series(300, thickness=0.5))
     headers = [SliceHeader.from_dataset(ds) for ds in datasets]
 
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        report = check_series(headers, CRANIAL)
-        best = min(best, time.perf_counter() - start)
-
-    assert report.verdict == PASS
-    # Typically 1.5-3 ms; the margin absorbs a busy CI machine.
-    assert best < 0.025
-
-    fresh = _as_read_from_disk(ct_series(300, thickness=0.5))
-    start = time.perf_counter()
-    assert check_series(fresh, CRANIAL).verdict == PASS
-    # Datasets straight from dcmread, header extraction included (typically 25 ms).
-    assert time.perf_counter() - start < 0.2
+    assert check_series(headers, CRANIAL).verdict == PASS
+    assert check_series(datasets, CRANIAL).verdict == PASS
 
 
 # The cases on the shared ellipsoid-head phantom (pixels and all, as a scanner
