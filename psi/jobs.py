@@ -51,9 +51,9 @@ def _task(name: str):
         return current_app.tasks[name]
 
 
-def _send(job: Job) -> None:
+def _send(job: Job, countdown: float = 0) -> None:
     try:
-        _task(job.task_name).apply_async(args=[job.pk])
+        _task(job.task_name).apply_async(args=[job.pk], countdown=countdown or None)
     except BrokerUnavailable:
         # The Job row is committed; the sweeper sends it again once it looks stalled.
         log.exception("job %s did not reach the broker; the sweeper resends", job.pk)
@@ -66,8 +66,14 @@ def job_enqueue(
     actor=None,
     target: models.Model | None = None,
     params: dict | None = None,
+    countdown: float = 0,
 ) -> Job:
-    """Create a queued Job and send its task once the transaction commits."""
+    """Create a queued Job and send its task once the transaction commits, to run
+    ``countdown`` seconds later at the earliest (eager Celery runs it at once).
+
+    Keep countdowns well below PSI_JOB_STALL_SECONDS: the sweeper takes a job
+    queued for longer than that for a lost message and sends it again.
+    """
     job = Job.objects.create(
         kind=kind,
         task_name=task_name,
@@ -76,7 +82,7 @@ def job_enqueue(
         target_id=str(target.pk) if target else "",
         params=params or {},
     )
-    transaction.on_commit(lambda: _send(job))
+    transaction.on_commit(lambda: _send(job, countdown))
     return job
 
 

@@ -51,6 +51,23 @@ def test_a_job_is_sent_only_when_its_transaction_commits(
     assert (job.target, job.actor) == (case_a, surgeon)
 
 
+def test_a_countdown_reaches_the_broker(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = []
+    monkeypatch.setattr(
+        audit_verify_task, "apply_async", lambda **kwargs: sent.append(kwargs)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        later = job_enqueue(kind="test.job", task_name=VERIFY, countdown=30)
+        now = job_enqueue(kind="test.job", task_name=VERIFY)
+
+    assert sent == [
+        {"args": [later.pk], "countdown": 30},
+        {"args": [now.pk], "countdown": None},
+    ]
+
+
 def test_a_duplicate_delivery_does_nothing():
     job = new_job()
     assert job_claim(job.pk).attempts == 1
