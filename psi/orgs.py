@@ -74,10 +74,15 @@ def role_group(organisation: Organisation, role: str) -> Group:
 
 
 def role_groups_sync_permissions() -> int:
-    """Re-apply every role's model permissions to its groups (after an upgrade)."""
+    """Re-apply every role's model permissions to its groups: after an upgrade
+    gives a role a new permission, every organisation's group of that role has
+    it (run after each ``migrate``, see ``psi.apps``)."""
+    by_role: dict[str, list[Permission]] = {}
     count = 0
     for link in RoleGroup.objects.select_related("group"):
-        link.group.permissions.set(_permissions(role_model_permissions(link.role)))
+        if link.role not in by_role:
+            by_role[link.role] = _permissions(role_model_permissions(link.role))
+        link.group.permissions.set(by_role[link.role])
         count += 1
     return count
 
