@@ -87,7 +87,13 @@ Limits to know:
 """
 
 from .burned_in import quarantine_reason
-from .engine import DEFER_SIZE, DeidResult, deidentify, deidentify_file
+from .engine import (
+    DEFER_SIZE,
+    DeidResult,
+    deidentify,
+    deidentify_file,
+    deidentify_split,
+)
 from .options import (
     BASIC_PROFILE_ONLY,
     CID_7050,
@@ -99,6 +105,7 @@ from .options import (
     Temporal,
 )
 from .report import summarise_by_study
+from .split import Split, read_split, write_split
 from .table import TableIntegrityError, load_table, table_edition
 from .values import clean_descriptor, pseudonymous_uid
 
@@ -112,14 +119,18 @@ __all__ = [
     "DeidOptions",
     "DeidResult",
     "SafePrivateTag",
+    "Split",
     "TableIntegrityError",
     "Temporal",
     "clean_descriptor",
     "deidentify",
     "deidentify_file",
+    "deidentify_split",
     "load_table",
     "pseudonymous_uid",
     "quarantine_reason",
+    "read_split",
     "summarise_by_study",
     "table_edition",
+    "write_split",
 ]

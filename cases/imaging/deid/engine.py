@@ -26,6 +26,7 @@ from .elements import DEFAULT_ENCODING, Encoding, encoding_of, text_element, val
 from .marking import mark, replace_file_meta
 from .options import DEFAULT_OPTIONS, TOOL_NAME, TOOL_VERSION, DeidOptions, Temporal
 from .report import ReportBuilder, totals
+from .split import Split, read_split, write_split
 from .table import (
     CLASSIC_IMAGE_SOP_CLASSES,
     CLEAN,
@@ -468,6 +469,15 @@ def deidentify(
     return DeidResult(dataset=ds, report=report, quarantine_reason=reason)
 
 
+def deidentify_split(split: Split, **kwargs: Any) -> DeidResult:
+    """De-identify the header of a file read by ``read_split`` (in place), whose
+    pixel data element will be copied behind it unchanged by ``write_split``."""
+    result = deidentify(split.header, **kwargs)
+    if split.simple:
+        result.report["pixel_data"] = "unchanged"
+    return result
+
+
 def deidentify_file(
     src_path: str | os.PathLike[str],
     dst_path: str | os.PathLike[str],
@@ -480,11 +490,13 @@ def deidentify_file(
 ) -> DeidResult:
     """Read a Part 10 file, de-identify it and write it to ``dst_path``.
 
-    Large values (the pixel data) are not read until the writer copies them, so they
-    pass into Python once and are never decoded. ``dst_path`` must differ from
-    ``src_path`` (the deferred values are read from it while writing). The file
-    appears whole or not at all: it is written beside ``dst_path`` and then linked
-    (refused if ``dst_path`` exists, unless ``overwrite``, which replaces it).
+    Only the header is parsed: the pixel data element is copied behind the new
+    header byte for byte (``split``), or, for files of a less simple shape, read
+    deferred and written by pydicom; either way it is never decoded. A file whose
+    pixel data is shorter than announced raises ValueError. ``dst_path`` must
+    differ from ``src_path``. The file appears whole or not at all: it is written
+    beside ``dst_path`` and then linked (refused if ``dst_path`` exists, unless
+    ``overwrite``, which replaces it).
     """
     src, dst = Path(src_path), Path(dst_path)
     if os.path.abspath(src) == os.path.abspath(dst):  # no resolve(): it costs 0.1 ms
@@ -492,19 +504,28 @@ def deidentify_file(
     if not overwrite and dst.exists():
         raise FileExistsError(f"{dst} exists")
     partial = dst.with_name(f".{dst.name}.{secrets.token_hex(8)}.partial")
-    # Read from an open file: the writer then reads the deferred values through the
-    # same file object instead of opening and checking the file again.
+    kwargs = {
+        "pseudonym": pseudonym,
+        "uid_secret": uid_secret,
+        "date_offset_days": date_offset_days,
+        "options": options,
+    }
     try:
         with src.open("rb") as fp:
-            ds = pydicom.dcmread(fp, defer_size=DEFER_SIZE)
-            result = deidentify(
-                ds,
-                pseudonym=pseudonym,
-                uid_secret=uid_secret,
-                date_offset_days=date_offset_days,
-                options=options,
-            )
-            pydicom.dcmwrite(partial, ds, enforce_file_format=True, overwrite=False)
+            split = read_split(fp)
+            if not split.complete:
+                raise ValueError("the file is truncated: its pixel data is short")
+            if split.simple:
+                result = deidentify_split(split, **kwargs)
+                with partial.open("xb") as out:
+                    write_split(out, split.header, fp, split)
+            else:
+                # Read from the open file: the writer then reads the deferred
+                # values through it instead of opening and checking the file again.
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, defer_size=DEFER_SIZE)
+                result = deidentify(ds, **kwargs)
+                pydicom.dcmwrite(partial, ds, enforce_file_format=True, overwrite=False)
         if overwrite:
             os.replace(partial, dst)
         else:
