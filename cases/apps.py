@@ -6,7 +6,9 @@ class CasesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     # Model permissions each role's group carries (object permissions on each case
-    # are granted by cases.services when the case is created).
+    # are granted by cases.services when the case is created). Imaging studies and
+    # series are still shown only under a case the user may see; the model
+    # permission only opens their admin pages.
     role_permissions = {
         "clinician": [
             "cases.view_case",
@@ -14,18 +16,67 @@ class CasesConfig(AppConfig):
             "cases.change_case",
             "cases.view_prescription",
             "cases.add_prescription",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
         ],
         "case_coordinator": [
             "cases.view_case",
             "cases.add_case",
             "cases.change_case",
             "cases.view_prescription",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            # Their own hospital's DICOM nodes (the admin shows no other).
+            "cases.view_dicompeer",
         ],
-        "case_manager": ["cases.view_case", "cases.view_prescription"],
-        "designer": ["cases.view_case", "cases.view_prescription"],
-        "production": ["cases.view_case", "cases.view_prescription"],
-        "quality_assurance": ["cases.view_case", "cases.view_prescription"],
-        "regulatory": ["cases.view_case", "cases.view_prescription"],
-        "auditor": ["cases.view_case", "cases.view_prescription"],
+        "case_manager": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            "cases.view_acquisitionprofile",
+        ],
+        "designer": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            "cases.view_acquisitionprofile",
+        ],
+        "production": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+        ],
+        # The de-identification report is quality evidence (PS3.15 Annex E): the
+        # quality roles read it, the people working on the case need only the images.
+        # Quality assurance owns the acquisition limits studies are judged by.
+        "quality_assurance": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_deid_report",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            "cases.view_acquisitionprofile",
+            "cases.add_acquisitionprofile",
+            "cases.change_acquisitionprofile",
+        ],
+        "regulatory": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_deid_report",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            "cases.view_acquisitionprofile",
+        ],
+        "auditor": [
+            "cases.view_case",
+            "cases.view_prescription",
+            "cases.view_deid_report",
+            "cases.view_imagingstudy",
+            "cases.view_imagingseries",
+            "cases.view_acquisitionprofile",
+        ],
         "integration": ["cases.view_case"],
     }

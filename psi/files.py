@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
+from pathlib import Path
 from typing import IO
 
 from django.conf import settings
@@ -72,6 +74,60 @@ def stored_file_create(
         original_name=original_name[:255],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+
+
+def stored_file_adopt(
+    *, actor, path: Path, content_type: str, original_name: str = ""
+) -> StoredFile:
+    """Move a local file the caller wrote into storage under its SHA-256, and
+    return its row *unsaved*: a caller adopting many files saves them in one
+    ``bulk_create``, in the transaction that records what they belong to.
+
+    On a local file system the file is hard-linked into place, never copied, and
+    the link refuses to replace a file already there (the same bytes, stored
+    before). Elsewhere (S3) it is uploaded. ``path`` is gone afterwards either way.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    sha256 = digest.hexdigest()
+    name = storage_name_for(sha256)
+    if not _link_into_storage(path, name) and not default_storage.exists(name):
+        with path.open("rb") as handle:
+            saved = default_storage.save(name, File(handle, name=name))
+        if saved != name:  # a concurrent writer stored the same bytes first
+            default_storage.delete(saved)
+    path.unlink(missing_ok=True)
+    return StoredFile(
+        sha256=sha256,
+        size=size,
+        content_type=content_type[:100],
+        storage_name=name,
+        original_name=original_name[:255],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+
+
+def _link_into_storage(path: Path, name: str) -> bool:
+    """Hard-link ``path`` to storage's ``name`` when storage is a local folder on
+    the same file system; False when it is not (the caller copies instead)."""
+    try:
+        target = Path(default_storage.path(name))
+    except NotImplementedError:  # not a local file system (S3)
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        return True  # the same bytes, stored before
+    except OSError:  # another file system: link(2) cannot cross it
+        return False
+    if settings.FILE_UPLOAD_PERMISSIONS is not None:
+        os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)
+    return True
 
 
 def stored_file_open(stored: StoredFile) -> IO[bytes]:

@@ -314,6 +314,9 @@ PSI_DICOM_TLS_CA = env_str("PSI_DICOM_TLS_CA")
 # many seconds, or when the association ends.
 PSI_DICOM_BATCH_SIZE = env_int("PSI_DICOM_BATCH_SIZE", 50)
 PSI_DICOM_BATCH_SECONDS = env_int("PSI_DICOM_BATCH_SECONDS", 5)
+# A study sent without an end (STOW-RS) is judged once no object has arrived for
+# this long; uploads and DICOM associations say when they are done.
+PSI_STUDY_STABLE_SECONDS = env_int("PSI_STUDY_STABLE_SECONDS", 30)
 
 # Signing (21 CFR 11.200, 11.300(d)): consecutive failures lock signing for a while.
 PSI_SIGNING_MAX_FAILURES = env_int("PSI_SIGNING_MAX_FAILURES", 5)

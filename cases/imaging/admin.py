@@ -1,9 +1,12 @@
 """Admin for imaging: acquisition profiles (editable limits), DICOM peers, and
-studies (read-only, reports pretty-printed, series with verdicts and previews).
+studies (read-only, reports pretty-printed, series with verdicts and previews; the
+designer signs the visual review of an accepted study on a page of its own, through
+study_review_sign).
 
-Studies are gated by their case (psi.permissions.restrict); acquisition profiles are
-manufacturer-wide configuration behind Django's model permissions; DICOM peers are
-shown to members of the peer's hospital.
+Studies are gated by their case (psi.permissions.restrict); their de-identification
+report only to the quality roles (``cases.view_deid_report``). Acquisition profiles
+are manufacturer-wide configuration behind Django's model permissions; DICOM peers
+are shown to members of the peer's hospital. History is read-only everywhere.
 """
 
 from __future__ import annotations
@@ -12,20 +15,27 @@ import contextlib
 import json
 
 from django import forms
-from django.contrib import admin
-from django.urls import reverse
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AdminRadioSelect
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from cases.admin.base import GatedAdminMixin
-from cases.imaging import quality
+from cases.admin.base import GatedAdminMixin, posted, raise_http
+from cases.imaging import quality, services
 from cases.imaging.models import (
     AcquisitionProfile,
     DicomPeer,
     ImagingSeries,
     ImagingStudy,
 )
+from psi.errors import Conflict, DomainError
+from psi.models import Signature
 from psi.orgs import user_memberships
+from psi.signatures import printed_name
 
 
 def _pretty(value) -> str:
@@ -33,6 +43,25 @@ def _pretty(value) -> str:
         '<pre style="white-space: pre-wrap; max-height: 30em; overflow: auto">{}</pre>',
         json.dumps(value or {}, indent=2, sort_keys=True, ensure_ascii=False),
     )
+
+
+def _manifestation(signature) -> str:
+    when = signature.signed_at.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{signature.printed_name}, {when} UTC, {signature.get_meaning_display()}"
+
+
+class ReadOnlyHistoryMixin:
+    """History pages show past versions and never revert them: simple-history's
+    version page saves whatever is posted to it for anyone who may view the
+    record, so a view-only role could otherwise write through it."""
+
+    def revert_disabled(self, request, obj=None):
+        return True
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if request.method == "POST":
+            raise PermissionDenied("History is read-only.")
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
 
 class AcquisitionProfileForm(forms.ModelForm):
@@ -55,7 +84,7 @@ class AcquisitionProfileForm(forms.ModelForm):
 
 
 @admin.register(AcquisitionProfile)
-class AcquisitionProfileAdmin(SimpleHistoryAdmin):
+class AcquisitionProfileAdmin(ReadOnlyHistoryMixin, SimpleHistoryAdmin):
     form = AcquisitionProfileForm
     list_display = ["region", "updated_at"]
 
@@ -68,7 +97,7 @@ class AcquisitionProfileAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(DicomPeer)
-class DicomPeerAdmin(SimpleHistoryAdmin):
+class DicomPeerAdmin(ReadOnlyHistoryMixin, SimpleHistoryAdmin):
     list_display = ["ae_title", "hospital", "is_active", "description"]
     list_filter = ["is_active"]
     search_fields = ["ae_title", "description"]
@@ -82,6 +111,23 @@ class DicomPeerAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        raise Http404("No DICOM peer matches the given query.")
+
+    def _require_visible(self, request, object_id) -> None:
+        # simple-history's pages load the peer by id (or from its history), not
+        # through get_queryset: another hospital's peer is a 404 there too.
+        if self.get_object(request, unquote(object_id)) is None:
+            raise Http404("No DICOM peer matches the given query.")
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._require_visible(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        self._require_visible(request, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
 
 class SeriesInline(admin.TabularInline):
@@ -124,6 +170,50 @@ class SeriesInline(admin.TabularInline):
         )
 
 
+class StudyReviewForm(forms.Form):
+    """Each finding of the visual review, ok or not with notes, and the password that
+    signs it. Whether notes are needed is study_review_sign's rule, not the form's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for key, label in services.REVIEW_FINDINGS.items():
+            self.fields[f"{key}_ok"] = forms.TypedChoiceField(
+                label=label,
+                choices=[("yes", "Ok"), ("no", "Not ok")],
+                coerce=lambda answer: answer == "yes",
+                widget=AdminRadioSelect(attrs={"class": "radiolist inline"}),
+            )
+            self.fields[f"{key}_notes"] = forms.CharField(
+                label=f"{label}: notes",
+                required=False,
+                max_length=2000,
+                widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+                help_text="Required when not ok: say what is wrong.",
+            )
+        self.fields["password"] = forms.CharField(
+            strip=False,
+            widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+            help_text="Enter your password again to sign (21 CFR 11.200).",
+        )
+
+    def findings(self) -> dict:
+        return {
+            key: {
+                "ok": self.cleaned_data[f"{key}_ok"],
+                "notes": self.cleaned_data[f"{key}_notes"],
+            }
+            for key in services.REVIEW_FINDINGS
+        }
+
+    def add_service_error(self, exc: DomainError) -> None:
+        """The service's refusal on the field it names: ``findings.motion`` is the
+        motion notes, ``password`` the password; anything else above the form."""
+        field = exc.field or ""
+        if field.startswith("findings."):
+            field = f"{field.removeprefix('findings.')}_notes"
+        self.add_error(field if field in self.fields else None, exc.message)
+
+
 @admin.register(ImagingStudy)
 class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
     list_display = ["__str__", "case", "status", "source", "series_count", "created_at"]
@@ -139,6 +229,7 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
         "description",
         "series_count",
         "instance_count",
+        "received_at",
         "proposed_series",
         "review",
         "quality",
@@ -154,11 +245,109 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             .select_related("case", "proposed_series", "review")
         )
 
+    def get_fields(self, request, obj=None):
+        # The history pages build their form from these fields too, so the report
+        # stays hidden there as well.
+        fields = super().get_fields(request, obj)
+        if request.user.has_perm("cases.view_deid_report"):
+            return fields
+        return [name for name in fields if name != "deidentification"]
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/review/",
+                self.admin_site.admin_view(self.review_view),
+                name="{}_{}_review".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _review_refusal(self, request, study) -> DomainError | None:
+        """Why study_review_sign would refuse this user now (its own guard: the
+        study accepted and not yet reviewed, manage_case on the case), or None."""
+        try:
+            services.require_reviewable(request.user, study)
+        except DomainError as exc:
+            return exc
+        return None
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        study = self.get_visible_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "review_url": reverse(
+                "admin:cases_imagingstudy_review",
+                args=[study.pk],
+                current_app=self.admin_site.name,
+            )
+            if self._review_refusal(request, study) is None
+            else None,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def review_view(self, request, object_id):
+        """The designer signs the visual review: the page shows what the signature
+        will say (printed name, meaning; the time is taken at signing, in UTC) and
+        asks for each finding and the password. Not in a transaction: a refused
+        attempt stays recorded."""
+        study = self.get_visible_object(request, object_id)
+        refusal = self._review_refusal(request, study)
+        if refusal is not None:
+            # No form that cannot succeed: refused is 403, a study in the wrong
+            # state goes back to its page with the reason.
+            raise_http(refusal)
+            self.message_user(request, refusal.message, messages.ERROR)
+            return HttpResponseRedirect(self.change_url(study))
+        form = StudyReviewForm(posted(request))
+        if request.method == "POST" and form.is_valid():
+            try:
+                study = services.study_review_sign(
+                    actor=request.user,
+                    study=study,
+                    password=form.cleaned_data["password"],
+                    findings=form.findings(),
+                )
+            except DomainError as exc:
+                raise_http(exc)
+                if isinstance(exc, Conflict) and not exc.field:
+                    # Reviewed or rejected meanwhile: the form cannot succeed.
+                    self.message_user(request, exc.message, messages.ERROR)
+                    return HttpResponseRedirect(self.change_url(study))
+                form.add_service_error(exc)
+            else:
+                self.message_user(
+                    request,
+                    f"Visual review of {study} signed: {_manifestation(study.review)}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(self.change_url(study))
+        manifestation = format_html(
+            "Signed by <strong>{}</strong> &middot; meaning <strong>{}</strong> "
+            "&middot; date and time recorded at signing, in UTC.",
+            printed_name(request.user),
+            Signature.Meaning.REVIEWED.label,
+        )
+        return self.render_service_form(
+            request,
+            title=f"Sign the visual review of {study}",
+            form=form,
+            obj=study,
+            submit_label="Sign",
+            intro="By signing you declare that you looked at the images of this "
+            "study for motion, metal artefacts and the coverage of the region and of "
+            "the healthy side, and found what you record here; design starts only "
+            "from a study whose every finding is ok. The signature is the legally "
+            "binding equivalent of your handwritten signature (21 CFR 11.100(c)).",
+            manifestation=manifestation,
+        )
 
     @admin.display(description="Quality report")
     def quality(self, study):

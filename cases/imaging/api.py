@@ -20,7 +20,12 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
@@ -242,7 +247,7 @@ class ImagingUploadView(APIView):
         case = case_list_visible_to(request.user).filter(pk=pk).first()
         if case is None:
             raise NotVisible("No case matches the given query.")
-        if not services._may_send(request.user, case):
+        if not services.may_send(request.user, case):
             raise PermissionRefused("You may not send imaging for this case.")
         limit = settings.PSI_UPLOAD_MAX_BYTES
         try:
@@ -342,6 +347,14 @@ class StudySerializer(serializers.ModelSerializer):
     case = serializers.SlugRelatedField(slug_field="reference", read_only=True)
     series = SeriesSerializer(many=True, read_only=True)
     reviewed = serializers.SerializerMethodField()
+    deid_report = serializers.SerializerMethodField(
+        help_text=(
+            "What de-identification removed or replaced (DICOM PS3.15 Annex E). "
+            "Quality evidence: shown to the manufacturer's quality assurance, "
+            "regulatory (PRRC) and auditor roles (permission "
+            "`cases.view_deid_report`); null for everyone else."
+        )
+    )
 
     class Meta:
         model = ImagingStudy
@@ -367,6 +380,16 @@ class StudySerializer(serializers.ModelSerializer):
 
     def get_reviewed(self, study) -> bool:
         return study.review_id is not None
+
+    @extend_schema_field(
+        {"type": "object", "additionalProperties": {}, "nullable": True}
+    )
+    def get_deid_report(self, study) -> dict | None:
+        request = self.context.get("request")
+        # ModelBackend caches the user's permissions: one query for a whole page.
+        if request is None or not request.user.has_perm("cases.view_deid_report"):
+            return None
+        return study.deid_report
 
 
 class FindingSerializer(serializers.Serializer):

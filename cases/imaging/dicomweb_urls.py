@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from cases.imaging import dicomweb
+from cases.imaging.dicomweb import views as dicomweb
 
 
 class UIDConverter:

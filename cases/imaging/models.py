@@ -118,6 +118,14 @@ class ImagingStudy(models.Model):
         help_text="The designer's signed visual review",
     )
     review_findings = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(
+        null=True, blank=True, help_text="When objects last arrived"
+    )
+    delivery_complete = models.BooleanField(
+        default=False,
+        help_text="The sender said the study is complete (an upload ended, an "
+        "association was released): it is judged once its objects are in",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
@@ -125,6 +133,11 @@ class ImagingStudy(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "imaging studies"
+        permissions = [
+            # The report lists what de-identification removed or changed: quality
+            # evidence (PS3.15 Annex E), not something every case reader needs.
+            ("view_deid_report", "Can view the de-identification report"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.case} study {self.pk}"
@@ -213,8 +226,11 @@ class ImagingInstance(models.Model):
     instance_number = models.IntegerField(null=True, blank=True)
     position = models.FloatField(null=True, blank=True)
     transfer_syntax_uid = models.CharField(max_length=64)
+    # What the planning-quality checks read (``quality.SliceHeader``), kept so a
+    # study is judged without opening its files; derived, so not in the history.
+    header = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["header"])
 
     class Meta:
         ordering = ["series", "position", "instance_number"]

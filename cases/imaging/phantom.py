@@ -77,6 +77,7 @@ class PhantomSpec:
     study_date: datetime.date = datetime.date(2024, 1, 15)
     study_time: str = "101500"
     study_uid: str | None = None  # default: derived from the seed
+    accession_number: str | None = None  # default: derived from the seed
     convolution_kernel: str = "BONE"
 
     def __post_init__(self) -> None:
@@ -251,7 +252,7 @@ def _header(
     ds.SOPClassUID = CTImageStorage
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = spec.study_time
-    ds.AccessionNumber = f"PHACC{spec.seed:05d}"
+    ds.AccessionNumber = spec.accession_number or f"PHACC{spec.seed:05d}"
     ds.Modality = "CT"
     ds.Manufacturer = "PSI Phantom"
     ds.InstitutionName = "Phantom Hospital"

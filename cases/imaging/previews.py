@@ -13,16 +13,17 @@ window is applied. The default window is W 2000 / L 500 HU (-500 to 1500 HU): so
 tissue is dark grey, cortical bone (about 700 to 1900 HU) bright, air black, so the
 skull and fixation areas stand out, and motion steps and metal streaks show.
 
-Memory is bounded: every file is read and decoded once, and each slice is reduced
-in-plane (block mean) to at most ``recon_size`` pixels a side before it joins the
-volume, stored as int16. A 300 x 512 x 512 series thus holds a 300 x 256 x 256 volume
-(about 40 MB) instead of 150 MB (300 MB as float32); only the middle slice is read a
-second time, at full resolution. Reconstructions take the median step between slice
-positions as the slice spacing; a series with gaps looks compressed along its axis
-(the quality report names the gap). Planes follow the image grid: for an axial series
-they are true axial, coronal and sagittal planes, for another orientation they are
-the planes along its axes. Multi-frame images and compressed transfer syntaxes that
-pydicom cannot decode without an extra plugin raise ``PreviewError``.
+Memory does not grow with the series: the reconstructions are planes through the
+centre, so of each slice only its middle row and middle column are kept, reduced
+in-plane (block mean) to at most ``recon_size`` pixels; a 300-slice series holds
+300 x 256 values per plane, not a volume. Every file is read and decoded once, and
+the middle slice a second time, at full resolution. Reconstructions take the
+median step between slice positions as the slice spacing; a series with gaps looks
+compressed along its axis (the quality report names the gap). Planes follow the
+image grid: for an axial series they are true axial, coronal and sagittal planes,
+for another orientation they are the planes along its axes. Multi-frame images and
+compressed transfer syntaxes that pydicom cannot decode without an extra plugin
+raise ``PreviewError``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class PreviewError(Exception):
 
 
 def _decode(source: Any) -> tuple[Any, np.ndarray]:
+    if callable(source):
+        with source() as handle:
+            return _decode(handle)
     if hasattr(source, "seek"):
         source.seek(0)
     ds = dcmread(source)
@@ -76,6 +80,19 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     w = image.shape[1] // factor * factor
     blocks = image[:h, :w].reshape(h // factor, factor, w // factor, factor)
     return blocks.mean(axis=(1, 3))
+
+
+def _middle_lines(image: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The middle row and middle column of ``_block_mean(image, factor)``, computed
+    from the two bands of the image they come from."""
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    r, c = h // 2, w // 2
+    rows = image[r * factor : (r + 1) * factor, : w * factor]
+    columns = image[: h * factor, c * factor : (c + 1) * factor]
+    return (
+        rows.reshape(factor, w, factor).mean(axis=(0, 2)),
+        columns.reshape(h, factor, factor).mean(axis=(1, 2)),
+    )
 
 
 def _window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
@@ -147,14 +164,16 @@ def series_previews(
     """PNG previews of one series: ``middle_axial``, ``axial``, ``coronal``,
     ``sagittal``.
 
-    ``sources`` are the series' files (paths or binary file objects), in any order:
-    they are ordered here by position along the slice normal (file order when
-    positions are missing).
+    ``sources`` are the series' files (paths, binary file objects, or callables
+    returning a context manager that opens one, so that a long series does not
+    hold every file open), in any order: they are ordered here by position along
+    the slice normal (file order when positions are missing).
     """
     if not sources:
         raise PreviewError("the series has no images")
     count = len(sources)
-    volume: np.ndarray | None = None
+    coronal: np.ndarray | None = None  # per slice, the middle row
+    sagittal: np.ndarray | None = None  # per slice, the middle column
     along: list[float | None] = []
     normal = None
     factor = 1
@@ -163,11 +182,11 @@ def series_previews(
     thickness = None
     for index, source in enumerate(sources):
         ds, hu = _decode(source)
-        if volume is None:
+        if coronal is None:
             shape = hu.shape
             factor = max(1, math.ceil(max(shape) / recon_size))
-            small = (shape[0] // factor, shape[1] // factor)
-            volume = np.empty((count, *small), dtype=np.int16)
+            coronal = np.empty((count, shape[1] // factor), dtype=np.int16)
+            sagittal = np.empty((count, shape[0] // factor), dtype=np.int16)
             normal = _normal(ds)
             spacing = _pixel_spacing(ds)
             thickness = ds.get("SliceThickness")
@@ -175,10 +194,11 @@ def series_previews(
             raise PreviewError(
                 f"images of the series differ in size ({shape} and {hu.shape})"
             )
-        reduced = _block_mean(hu, factor)
-        volume[index] = np.clip(np.rint(reduced), -32768, 32767)
+        row, column = _middle_lines(hu, factor)
+        coronal[index] = np.clip(np.rint(row), -32768, 32767)
+        sagittal[index] = np.clip(np.rint(column), -32768, 32767)
         along.append(_along(ds, normal))
-        del ds, hu, reduced
+        del ds, hu
 
     if all(a is not None for a in along):
         order = sorted(range(count), key=lambda i: along[i])
@@ -201,23 +221,19 @@ def series_previews(
     previews = {
         "middle_axial": _png(_window(full, window_width, window_level), col_mm, row_mm)
     }
+    axial = _block_mean(full, factor)
     del full
 
-    _, h, w = volume.shape
-    # The volume is ordered along the normal (feet to head for an axial series);
+    # Slices are ordered along the normal (feet to head for an axial series);
     # reconstructions show the head at the top, so the slice axis is reversed.
     top_down = order[::-1]
     previews["axial"] = _png(
-        _window(volume[middle], window_width, window_level), small_col_mm, small_row_mm
+        _window(axial, window_width, window_level), small_col_mm, small_row_mm
     )
     previews["coronal"] = _png(
-        _window(volume[top_down, h // 2, :], window_width, window_level),
-        small_col_mm,
-        step,
+        _window(coronal[top_down], window_width, window_level), small_col_mm, step
     )
     previews["sagittal"] = _png(
-        _window(volume[top_down, :, w // 2], window_width, window_level),
-        small_row_mm,
-        step,
+        _window(sagittal[top_down], window_width, window_level), small_row_mm, step
     )
     return previews

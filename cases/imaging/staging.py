@@ -10,8 +10,10 @@ worker after this process died) and are removed once ingested.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -62,3 +64,17 @@ def is_staged(case_id: int, path: str | os.PathLike[str]) -> bool:
 def unstage(paths: Iterable[str | os.PathLike[str]]) -> None:
     for path in paths:
         Path(path).unlink(missing_ok=True)
+
+
+@contextmanager
+def work_folder(case_id: int, job_id: int) -> Iterator[Path]:
+    """The ingest job's scratch folder beside the case's staged files (so its
+    output can be hard-linked into storage), emptied first: an attempt killed
+    mid-way leaves files that the next attempt of the same job clears."""
+    folder = staging_dir(case_id) / f".work-{int(job_id)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

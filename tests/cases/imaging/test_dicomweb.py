@@ -17,6 +17,7 @@ import requests
 import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from knox.models import AuthToken
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 
 from cases.imaging import quality
 from cases.imaging.models import AcquisitionProfile, ImagingInstance, ImagingStudy
@@ -75,9 +76,9 @@ def client_for(server, user) -> DICOMwebClient:
     )
 
 
-def phantom(case, *, slices=6, size=64, seed=7):
+def phantom(case, *, slices=6, size=64, seed=7, **spec):
     datasets = list(
-        series(PhantomSpec(slices=slices, rows=size, columns=size, seed=seed))
+        series(PhantomSpec(slices=slices, rows=size, columns=size, seed=seed, **spec))
     )
     for ds in datasets:
         ds.AccessionNumber = case.reference
@@ -114,6 +115,14 @@ def test_stow_qido_wado_round_trip(server, case_at, surgeon, designer):
     assert int(uids(found[0], "00201208")) == len(sent)
     assert "Testperson" not in str(found) and "PHANTOM" not in str(found)
     assert client.search_for_studies(search_filters={"AccessionNumber": "nope"}) == []
+    pseudonym_word = case.patient.pseudonym.rsplit("-", 1)[1].lower()
+    fuzzy = client.search_for_studies(
+        fuzzymatching=True,
+        search_filters={"PatientName": pseudonym_word, "ModalitiesInStudy": "CT"},
+        fields=["StudyTime"],
+    )
+    assert [uids(f, "0020000D") for f in fuzzy] == [study.study_uid]
+    assert client.search_for_studies(search_filters={"StudyDate": "-19000101"}) == []
     found_series = client.search_for_series(study.study_uid)
     series_uid = uids(found_series[0], "0020000E")
     assert series_uid != sent[0].SeriesInstanceUID
@@ -133,6 +142,33 @@ def test_stow_qido_wado_round_trip(server, case_at, surgeon, designer):
     assert len(metadata) == len(sent)
     assert all("7FE00010" not in m for m in metadata)
     assert len(client.retrieve_study(study.study_uid)) == len(sent)
+
+
+def test_wado_negotiates_the_transfer_syntax_with_the_client(
+    server, case_at, surgeon, designer
+):
+    case = case_at(S.SUBMITTED)
+    sent = phantom(case, transfer_syntax=ImplicitVRLittleEndian)
+    client_for(server, surgeon).store_instances(sent)
+    instance = ImagingInstance.objects.filter(case=case).select_related("series")[0]
+    assert instance.transfer_syntax_uid == ImplicitVRLittleEndian
+    where = (
+        instance.study.study_uid,
+        instance.series.series_uid,
+        instance.sop_instance_uid,
+    )
+    client = client_for(server, designer)
+    got = client.retrieve_instance(
+        *where, media_types=(("application/dicom", ExplicitVRLittleEndian),)
+    )
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    original = next(ds for ds in sent if ds.InstanceNumber == got.InstanceNumber)
+    assert got.PixelData == original.PixelData
+    with pytest.raises(requests.HTTPError) as refused:
+        client.retrieve_instance(
+            *where, media_types=(("application/dicom", JPEG2000Lossless),)
+        )
+    assert refused.value.response.status_code == 406
 
 
 def test_stow_above_one_megabyte_is_chunked_and_stored(server, case_at, surgeon):
@@ -281,7 +317,7 @@ def test_stow_into_another_study_is_refused(server, case_at, surgeon):
 def test_multipart_reader_splits_parts_at_any_chunk_size(chunk):
     import io
 
-    from cases.imaging.dicomweb import MultipartReader
+    from cases.imaging.dicomweb.multipart import MultipartReader
 
     parts = [b"A" * 100, b"", b"\r\n--xy not a boundary\r\n", b"Z"]
     body = b"preamble"

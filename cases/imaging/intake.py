@@ -1,0 +1,241 @@
+"""The per-file half of the ingest: read, check, de-identify and store one staged
+object, with no database row written but none needed to undo.
+
+Each file is opened once. Its header is parsed (never its pixel data), checked,
+remembered in the form the planning-quality checks read, and de-identified in
+memory; the new header is written with the original pixel data element copied
+behind it byte for byte (``deid.split``), and the result is hard-linked into
+content-addressed storage. A CT slice costs a few milliseconds this way, most of it
+pydicom parsing and writing the header.
+
+What comes out is an :class:`Intake`: the objects ready for their rows (with their
+``StoredFile`` rows unsaved, so the study's transaction saves them in one go), the
+failures with a reason per file, the duplicates and the objects quarantined for a
+person to review.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from pydicom.uid import AllTransferSyntaxes
+
+from cases.imaging import quality
+from cases.imaging.deid import (
+    deidentify_file,
+    deidentify_split,
+    read_split,
+    write_split,
+)
+from psi.crypto import identity_hmac
+from psi.files import stored_file_adopt
+from psi.models import StoredFile
+
+log = logging.getLogger(__name__)
+
+#: Attributes without which an object cannot be placed or checked.
+MANDATORY = (
+    ("SOPInstanceUID", "SOP Instance UID"),
+    ("StudyInstanceUID", "Study Instance UID"),
+    ("SeriesInstanceUID", "Series Instance UID"),
+    ("SOPClassUID", "SOP Class UID"),
+    ("Modality", "Modality"),
+)
+UNREADABLE = "Not a DICOM file, or the file is truncated."
+
+
+def text(ds, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+@dataclass
+class Received:
+    """One object de-identified and stored, waiting for its rows."""
+
+    hmac: str
+    sop_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    original: dict[str, str]
+    transfer_syntax: str
+    header: quality.SliceHeader
+    file: StoredFile | None  # unsaved until the study's rows are written
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instance_number(self) -> int | None:
+        return self.header.instance_number
+
+    @property
+    def position(self) -> float | None:
+        return float(self.header.position[2]) if self.header.position else None
+
+
+def header_as_json(header: quality.SliceHeader) -> dict[str, Any]:
+    """The header as stored on the instance row (tuples become lists)."""
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dataclasses.asdict(header).items()
+    }
+
+
+def header_from_json(data: dict[str, Any]) -> quality.SliceHeader:
+    names = {f.name for f in dataclasses.fields(quality.SliceHeader)}
+    return quality.SliceHeader(
+        **{
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in data.items()
+            if name in names
+        }
+    )
+
+
+class Intake:
+    """Reads the staged files of one batch into de-identified, stored objects.
+
+    ``known`` holds the keyed HMACs of the original SOP Instance UIDs the case
+    already has (a re-sent object is a duplicate, never a second copy);
+    ``reviewed_study_uids`` the de-identified UIDs of studies whose review is
+    signed (they take nothing more).
+    """
+
+    def __init__(
+        self,
+        *,
+        pseudonym: str,
+        date_offset_days: int,
+        workdir: Path,
+        known: set[str],
+        reviewed_study_uids: set[str],
+        sender,
+    ) -> None:
+        self.pseudonym = pseudonym
+        self.offset = date_offset_days
+        self.workdir = workdir
+        self.known = known
+        self.reviewed = reviewed_study_uids
+        self.sender = sender
+        self.received: list[Received] = []
+        self.failed: list[dict[str, str]] = []
+        self.duplicates = 0
+        self.quarantined: list[dict[str, Any]] = []
+        self.reports: list[dict] = []
+        self._study_uid: str | None = None  # original, for the one-study check
+        self._patient_id: str | None = None
+
+    def fail(self, index: int, reason: str) -> None:
+        self.failed.append({"file": f"#{index}", "reason": reason})
+
+    def take(self, index: int, path: Path) -> None:
+        """Read the staged file ``path`` (the ``index``-th of the batch).
+
+        Damaged input fails the file with a reason; a failure of our own (the
+        disk, the storage) raises, so the job is retried."""
+        try:
+            with path.open("rb") as fp:
+                prepared = self._prepare(index, path, fp)
+        except Exception:  # pydicom raises many types on damaged input
+            log.warning("imaging object %s of a batch unreadable", index)
+            self.fail(index, UNREADABLE)
+            return
+        if prepared is not None:
+            self._keep(index, *prepared)
+
+    def _prepare(self, index: int, path: Path, fp):
+        """Check and de-identify one object into the work folder; None if it
+        fails or is a duplicate."""
+        split = read_split(fp)
+        ds = split.header
+        missing = [label for keyword, label in MANDATORY if not text(ds, keyword)]
+        if missing:
+            self.fail(index, f"Missing mandatory attributes: {', '.join(missing)}.")
+            return None
+        syntax = str(ds.file_meta.get("TransferSyntaxUID") or "")
+        if syntax not in AllTransferSyntaxes:
+            self.fail(index, "Unsupported transfer syntax.")
+            return None
+        if not split.complete:
+            self.fail(index, "The file is truncated: its image data is incomplete.")
+            return None
+        original = {
+            "study": text(ds, "StudyInstanceUID"),
+            "series": text(ds, "SeriesInstanceUID"),
+            "instance": text(ds, "SOPInstanceUID"),
+        }
+        patient = {"id": text(ds, "PatientID"), "name": text(ds, "PatientName")}
+        if self._study_uid is None:
+            self._study_uid, self._patient_id = original["study"], patient["id"]
+        elif original["study"] != self._study_uid:
+            self.fail(index, "Belongs to a different study than the rest of the batch.")
+            return None
+        elif patient["id"] != self._patient_id:
+            self.fail(
+                index, "Belongs to a different patient than the rest of the batch."
+            )
+            return None
+        digest = identity_hmac(original["instance"])
+        if digest in self.known:
+            self.duplicates += 1
+            return None
+        out_path = self.workdir / f"{uuid.uuid4().hex}.dcm"
+        kwargs = {
+            "pseudonym": self.pseudonym,
+            "uid_secret": settings.UID_SECRET.encode(),
+            "date_offset_days": self.offset,
+        }
+        if split.simple:
+            result = deidentify_split(split, **kwargs)
+            with out_path.open("xb") as out:
+                write_split(out, split.header, fp, split)
+        else:
+            result = deidentify_file(path, out_path, **kwargs)
+        out = result.dataset
+        if text(out, "StudyInstanceUID") in self.reviewed:
+            out_path.unlink()
+            self.fail(
+                index,
+                "The study was already reviewed and signed; send new images as a "
+                "new study.",
+            )
+            return None
+        self.known.add(digest)
+        self.reports.append(result.report)
+        received = Received(
+            hmac=digest,
+            sop_uid=text(out, "SOPInstanceUID"),
+            sop_class_uid=text(out, "SOPClassUID"),
+            series_uid=text(out, "SeriesInstanceUID"),
+            study_uid=text(out, "StudyInstanceUID"),
+            original=original,
+            transfer_syntax=str(out.file_meta.get("TransferSyntaxUID") or syntax),
+            header=quality.SliceHeader.from_dataset(out),
+            file=None,
+            meta={
+                "modality": text(out, "Modality")[:16],
+                "study_description": text(out, "StudyDescription")[:200],
+                "series_description": text(out, "SeriesDescription")[:200],
+                "study_date": out.get("StudyDate"),
+                "patient": patient,
+            },
+        )
+        return received, out_path, result.quarantine_reason
+
+    def _keep(self, index: int, received: Received, out_path: Path, quarantine) -> None:
+        stored = stored_file_adopt(
+            actor=self.sender, path=out_path, content_type="application/dicom"
+        )
+        if quarantine:
+            self.quarantined.append(
+                {"file": f"#{index}", "stored": stored, "reason": str(quarantine)}
+            )
+            return
+        received.file = stored
+        self.received.append(received)
