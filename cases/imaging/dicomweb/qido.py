@@ -158,11 +158,9 @@ def _search(
                 f"There are {remaining} additional results that can be requested."
             )
     headers = {"Warning": ", ".join(map(warning, warnings))} if warnings else {}
-    if not rows:
-        response = HttpResponse(status=204)
-        for name, value in headers.items():
-            response[name] = value
-        return response
+    # No match is a success with an empty list, not 204 No Content: a 204 carries
+    # no content at all (RFC 9110), C-FIND and IHE PDQm answer success, and
+    # DICOM CP-2473 brings PS3.18 8.3.4.4.1 back to 200 for this case.
     datasets = [
         _dataset(attributes, query.include, row | extra)
         for row, extra in zip(rows, computed(rows), strict=True)
