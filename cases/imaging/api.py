@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.http import FileResponse
+from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -33,6 +34,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from cases.api.filters import FILTER_BACKENDS
 from cases.imaging import services
 from cases.imaging.models import ImagingSeries, ImagingStudy
 from cases.imaging.selectors import series_list_visible_to, study_queryset
@@ -409,11 +411,23 @@ class StudyReviewSerializer(serializers.Serializer):
     findings = ReviewFindingsSerializer()
 
 
+class StudyFilter(filters.FilterSet):
+    case = filters.NumberFilter(field_name="case_id", help_text="Id of the case.")
+    status = filters.ChoiceFilter(choices=ImagingStudy.Status.choices)
+    source = filters.ChoiceFilter(choices=ImagingStudy.Source.choices)
+
+    class Meta:
+        model = ImagingStudy
+        fields = ["case", "status", "source"]
+
+
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     """Imaging studies of the cases you may see (the gate filters by case)."""
 
     serializer_class = StudySerializer
     queryset = study_queryset()
+    filter_backends = FILTER_BACKENDS
+    filterset_class = StudyFilter
     ordering_fields = ["created_at", "id"]
     object_actions = {"review": "view"}  # the service decides (manage_case)
 

@@ -385,3 +385,30 @@ def test_admin_profile_limits_are_validated():
     )
     assert not bad.is_valid()
     assert "min_matrix" in str(bad.errors["limits"])
+
+
+def test_studies_are_listed_by_case_and_status(
+    api_as,
+    surgeon,
+    submitted,
+    case_at,
+    series_files,
+    django_capture_on_commit_callbacks,
+):
+    other = case_at(S.SUBMITTED)
+    files = [as_upload(p) for p in series_files]
+    post(api_as(surgeon), submitted, files, django_capture_on_commit_callbacks)
+    client = api_as(surgeon)
+
+    def ids(**params):
+        answer = client.get("/api/v1/studies/", params)
+        assert answer.status_code == 200, answer.json()
+        return [s["case"] for s in answer.json()["results"]]
+
+    assert len(ids(case=submitted.pk)) == 1
+    assert ids(case=other.pk) == []
+    assert len(ids(status="accepted")) == 1
+    assert ids(status="rejected") == []
+    refused = client.get("/api/v1/studies/", {"status": "judged"})
+    assert refused.status_code == 400
+    assert "status" in str(refused.json())
