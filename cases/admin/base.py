@@ -10,10 +10,12 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from cases.services import TRANSITIONS
 from psi.errors import DomainError, NotVisible, PermissionRefused
 from psi.permissions import has_object_perm, restrict
+from psi.signatures import printed_name
 
 SERVICE_FORM_TEMPLATE = "admin/cases/service_form.html"
 
@@ -39,6 +41,31 @@ def raise_http(exc: DomainError) -> None:
         raise Http404(exc.message) from exc
     if isinstance(exc, PermissionRefused):
         raise PermissionDenied(exc.message) from exc
+
+
+def signing_password_field() -> forms.CharField:
+    """The password a signer enters again on every signing page (21 CFR 11.200)."""
+    return forms.CharField(
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Enter your password again to sign (21 CFR 11.200).",
+    )
+
+
+def signing_notice(user, meaning: str) -> str:
+    """What a signing page says the signature will show (21 CFR 11.50)."""
+    return format_html(
+        "Signed by <strong>{}</strong> &middot; meaning <strong>{}</strong> "
+        "&middot; date and time recorded at signing, in UTC.",
+        printed_name(user),
+        meaning,
+    )
+
+
+def manifestation(signature) -> str:
+    """A signature as the record shows it: printed name, UTC time, meaning."""
+    when = signature.signed_at.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{signature.printed_name}, {when} UTC, {signature.get_meaning_display()}"
 
 
 class GatedAdminMixin:

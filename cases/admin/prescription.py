@@ -9,15 +9,22 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from cases import services
-from cases.admin.base import GatedAdminMixin, form_error, posted, raise_http
+from cases.admin.base import (
+    GatedAdminMixin,
+    form_error,
+    manifestation,
+    posted,
+    raise_http,
+    signing_notice,
+    signing_password_field,
+)
 from cases.models import Case, Prescription
 from psi.errors import DomainError
 from psi.permissions import has_object_perm, restrict
-from psi.signatures import printed_name, signature_verify
+from psi.signatures import signature_verify
 
 PRESCRIPTION_FIELDS = (
     "prescriber_licence",
@@ -52,16 +59,7 @@ class PrescriptionCreateForm(forms.ModelForm):
 
 
 class SignForm(forms.Form):
-    password = forms.CharField(
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text="Enter your password again to sign (21 CFR 11.200).",
-    )
-
-
-def _manifestation(signature) -> str:
-    when = signature.signed_at.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{signature.printed_name}, {when} UTC, {signature.get_meaning_display()}"
+    password = signing_password_field()
 
 
 @admin.register(Prescription)
@@ -120,7 +118,7 @@ class PrescriptionAdmin(GatedAdminMixin, SimpleHistoryAdmin):
     def signature_manifestation(self, prescription: Prescription) -> str:
         if prescription.signature is None:
             return "Not signed"
-        return _manifestation(prescription.signature)
+        return manifestation(prescription.signature)
 
     @admin.display(boolean=True, description="Signature valid")
     def signature_valid(self, prescription: Prescription) -> bool | None:
@@ -232,16 +230,10 @@ class PrescriptionAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             else:
                 self.message_user(
                     request,
-                    f"{prescription} signed: {_manifestation(prescription.signature)}.",
+                    f"{prescription} signed: {manifestation(prescription.signature)}.",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(self.change_url(prescription))
-        manifestation = format_html(
-            "Signed by <strong>{}</strong> &middot; meaning <strong>{}</strong> "
-            "&middot; date and time recorded at signing, in UTC.",
-            printed_name(request.user),
-            "Authored",
-        )
         return self.render_service_form(
             request,
             title=f"Sign {prescription}",
@@ -251,5 +243,5 @@ class PrescriptionAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             intro="By signing you declare that you authored this prescription; the "
             "signature is the legally binding equivalent of your handwritten "
             "signature (21 CFR 11.100(c)).",
-            manifestation=manifestation,
+            manifestation=signing_notice(request.user, "Authored"),
         )

@@ -24,7 +24,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
-from cases.admin.base import GatedAdminMixin, posted, raise_http
+from cases.admin.base import (
+    GatedAdminMixin,
+    manifestation,
+    posted,
+    raise_http,
+    signing_notice,
+    signing_password_field,
+)
 from cases.imaging import quality, services
 from cases.imaging.models import (
     AcquisitionProfile,
@@ -35,7 +42,6 @@ from cases.imaging.models import (
 from psi.errors import Conflict, DomainError
 from psi.models import Signature
 from psi.orgs import user_memberships
-from psi.signatures import printed_name
 
 
 def _pretty(value) -> str:
@@ -43,11 +49,6 @@ def _pretty(value) -> str:
         '<pre style="white-space: pre-wrap; max-height: 30em; overflow: auto">{}</pre>',
         json.dumps(value or {}, indent=2, sort_keys=True, ensure_ascii=False),
     )
-
-
-def _manifestation(signature) -> str:
-    when = signature.signed_at.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{signature.printed_name}, {when} UTC, {signature.get_meaning_display()}"
 
 
 class ReadOnlyHistoryMixin:
@@ -190,11 +191,7 @@ class StudyReviewForm(forms.Form):
                 widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
                 help_text="Required when not ok: say what is wrong.",
             )
-        self.fields["password"] = forms.CharField(
-            strip=False,
-            widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-            help_text="Enter your password again to sign (21 CFR 11.200).",
-        )
+        self.fields["password"] = signing_password_field()
 
     def findings(self) -> dict:
         return {
@@ -325,16 +322,10 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             else:
                 self.message_user(
                     request,
-                    f"Visual review of {study} signed: {_manifestation(study.review)}.",
+                    f"Visual review of {study} signed: {manifestation(study.review)}.",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(self.change_url(study))
-        manifestation = format_html(
-            "Signed by <strong>{}</strong> &middot; meaning <strong>{}</strong> "
-            "&middot; date and time recorded at signing, in UTC.",
-            printed_name(request.user),
-            Signature.Meaning.REVIEWED.label,
-        )
         return self.render_service_form(
             request,
             title=f"Sign the visual review of {study}",
@@ -346,7 +337,9 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             "the healthy side, and found what you record here; design starts only "
             "from a study whose every finding is ok. The signature is the legally "
             "binding equivalent of your handwritten signature (21 CFR 11.100(c)).",
-            manifestation=manifestation,
+            manifestation=signing_notice(
+                request.user, Signature.Meaning.REVIEWED.label
+            ),
         )
 
     @admin.display(description="Quality report")
