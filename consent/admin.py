@@ -184,17 +184,28 @@ class _IdentityHiddenContextHelper(HistoricalRecordContextHelper):
         return changes
 
 
+class PatientFindForm(forms.Form):
+    record_number = forms.CharField(
+        max_length=100, widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
+
+
 @admin.register(Patient)
 class PatientAdmin(GatedHistoryAdmin):
-    """Patients by pseudonym. Search finds a pseudonym (or part of one) or, for
-    members of the patient's hospital, an exact record number through its keyed
-    digest: encrypted fields are never searched as text."""
+    """Patients by pseudonym. The list's search finds a pseudonym (or part of one);
+    a record number is looked up on a page of its own, posted, never in a URL (a
+    search term lands in the address bar, the browser history and the server's
+    access log), through its keyed digest: encrypted fields are never searched as
+    text."""
 
     list_display = ("pseudonym", "hospital", "created_at")
     list_filter = (("hospital", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("hospital",)
     search_fields = ("pseudonym",)
-    search_help_text = "A pseudonym, or the exact hospital record number."
+    search_help_text = (
+        "A pseudonym. To find a patient by hospital record number, use "
+        "Find by record number."
+    )
     ordering = ("pseudonym",)
     fields = ("pseudonym", "hospital", "created_at", "created_by")
     readonly_fields = fields
@@ -202,13 +213,6 @@ class PatientAdmin(GatedHistoryAdmin):
 
     def get_queryset(self, request):
         return patient_list_visible_to(request.user).select_related("created_by")
-
-    def get_search_results(self, request, queryset, search_term):
-        results, duplicates = super().get_search_results(request, queryset, search_term)
-        if search_term.strip():
-            by_number = patient_matching_record_number(request.user, search_term)
-            results = results | queryset.filter(pk__in=by_number.values("pk"))
-        return results, duplicates
 
     def has_change_permission(self, request, obj=None) -> bool:
         # The record itself never changes here; identity is corrected on its own
@@ -223,12 +227,40 @@ class PatientAdmin(GatedHistoryAdmin):
     def get_urls(self):
         return [
             path(
+                "find/",
+                self.admin_site.admin_view(self.find_view),
+                name="consent_patient_find",
+            ),
+            path(
                 "<path:object_id>/identity/",
                 self.admin_site.admin_view(self.identity_view),
                 name="consent_patient_identity",
             ),
             *super().get_urls(),
         ]
+
+    def find_view(self, request):
+        """The patient of the user's hospital with the exact record number, found
+        from a posted form and opened by its id: the number never enters a URL."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = PatientFindForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            number = form.cleaned_data["record_number"]
+            patient = patient_matching_record_number(request.user, number).first()
+            if patient is not None:
+                return HttpResponseRedirect(self.change_url(patient))
+            form.add_error(
+                "record_number", "No patient of your hospital has this record number."
+            )
+        return self.render_service_form(
+            request,
+            form,
+            title="Find a patient by record number",
+            submit_label="Find",
+            explanation="The exact record number your hospital gave the patient. "
+            "Only your hospital's patients are found.",
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})

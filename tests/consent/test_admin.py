@@ -54,7 +54,7 @@ def test_outsider_list_is_empty(login, outsider, patient):
     assert patient.pseudonym not in response.content.decode()
 
 
-def test_search_by_pseudonym_and_exact_record_number_only(login, surgeon, make_patient):
+def test_search_finds_pseudonyms_never_identity(login, surgeon, make_patient):
     patient, other = make_patient(), make_patient()
     client = login(surgeon)
 
@@ -63,15 +63,39 @@ def test_search_by_pseudonym_and_exact_record_number_only(login, surgeon, make_p
         return {p.pseudonym for p in (patient, other) if p.pseudonym in page}
 
     assert found(patient.pseudonym[4:8]) == {patient.pseudonym}
-    assert found("test-0001") == {patient.pseudonym}
-    # Encrypted fields are never searched as text.
+    # Encrypted fields are never searched as text, and a record number is not
+    # looked up from a URL.
     assert found(FAMILY_NAME) == set()
-    assert found("TEST-000") == set()
+    assert found("TEST-0001") == set()
+
+
+def test_a_record_number_is_found_from_a_posted_form(login, surgeon, make_patient):
+    patient = make_patient()
+    client = login(surgeon)
+    listing = client.get(url("patient_changelist")).content.decode()
+    assert url("patient_find") in listing
+
+    assert client.get(url("patient_find")).status_code == 200
+    answer = client.post(url("patient_find"), {"record_number": "test-0001"})
+
+    assert answer.status_code == 302
+    assert answer["Location"] == url("patient_change", patient.pk)
+    assert "TEST-0001" not in answer["Location"].upper()
+
+
+def test_an_unknown_record_number_is_said_so(login, surgeon, patient):
+    page = login(surgeon).post(url("patient_find"), {"record_number": "TEST-0999"})
+    assert page.status_code == 200
+    assert (
+        "No patient of your hospital has this record number." in page.content.decode()
+    )
 
 
 def test_outsider_cannot_find_by_record_number(login, outsider, patient):
-    page = login(outsider).get(url("patient_changelist"), {"q": "TEST-0001"})
+    page = login(outsider).post(url("patient_find"), {"record_number": "TEST-0001"})
+    assert page.status_code == 200
     assert patient.pseudonym not in page.content.decode()
+    assert "No patient of your hospital" in page.content.decode()
 
 
 def test_surgeon_sees_identity_on_the_change_page(login, surgeon, patient):
