@@ -25,7 +25,12 @@ class ConsentConfig(AppConfig):
         "case_manager": ["consent.view_patient"],
         "designer": ["consent.view_patient"],
         "quality_assurance": ["consent.view_patient", "consent.view_consentform"],
-        "regulatory": ["consent.view_patient", "consent.view_consentform"],
+        # The PRRC publishes the consent texts (a new version, never an edit).
+        "regulatory": [
+            "consent.view_patient",
+            "consent.view_consentform",
+            "consent.add_consentform",
+        ],
         "auditor": [
             "consent.view_patient",
             "consent.view_consent",

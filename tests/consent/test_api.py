@@ -347,6 +347,11 @@ def test_superuser_publishes_a_consent_form(api_as, superuser):
     assert ConsentForm.objects.get(pk=response.json()["id"]).version == "3"
 
 
+def test_the_prrc_publishes_a_consent_form(api_as, prrc):
+    response = api_as(prrc).post(FORMS, form_payload(), format="json")
+    assert response.status_code == 201, response.content
+
+
 def test_publishing_needs_the_permission(api_as, surgeon):
     response = api_as(surgeon).post(FORMS, form_payload(), format="json")
     assert response.status_code == 403
