@@ -42,6 +42,7 @@ from cases.imaging.models import (
 from psi.errors import Conflict, DomainError
 from psi.models import Signature
 from psi.orgs import user_memberships
+from psi.permissions import has_object_perm
 
 
 def _pretty(value) -> str:
@@ -264,6 +265,11 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
                 self.admin_site.admin_view(self.review_view),
                 name="{}_{}_review".format(*info),
             ),
+            path(
+                "<path:object_id>/evaluate/",
+                self.admin_site.admin_view(self.evaluate_view),
+                name="{}_{}_evaluate".format(*info),
+            ),
             *super().get_urls(),
         ]
 
@@ -287,8 +293,34 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             )
             if self._review_refusal(request, study) is None
             else None,
+            "evaluate_url": reverse(
+                "admin:cases_imagingstudy_evaluate",
+                args=[study.pk],
+                current_app=self.admin_site.name,
+            )
+            if study.status == ImagingStudy.Status.RECEIVING
+            and has_object_perm(request.user, "manage_case", study)
+            else None,
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def evaluate_view(self, request, object_id):
+        """Judge a study still receiving now (POST only: it queues a job)."""
+        study = self.get_visible_object(request, object_id)
+        if request.method != "POST":
+            return HttpResponseRedirect(self.change_url(study))
+        try:
+            services.study_evaluation_request(actor=request.user, study=study)
+        except DomainError as exc:
+            raise_http(exc)
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"{study} will be judged now; the result shows here once done.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(self.change_url(study))
 
     def review_view(self, request, object_id):
         """The designer signs the visual review: the page shows what the signature

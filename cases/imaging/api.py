@@ -67,6 +67,19 @@ class UploadJobSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="Where the job's status can be followed")
 
 
+class EvaluationQueuedSerializer(serializers.Serializer):
+    job = UploadJobSerializer()
+
+
+def _job_link(request, job) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "progress": job.progress,
+        "url": reverse("job-detail", args=[job.pk], request=request),
+    }
+
+
 class UploadAcceptedSerializer(serializers.Serializer):
     job = UploadJobSerializer()
     staged = serializers.IntegerField(help_text="Objects handed to the ingest job")
@@ -296,12 +309,7 @@ class ImagingUploadView(APIView):
             unstage(out["paths"])
             raise
         body = {
-            "job": {
-                "id": job.pk,
-                "status": job.status,
-                "progress": job.progress,
-                "url": reverse("job-detail", args=[job.pk], request=request),
-            },
+            "job": _job_link(request, job),
             "staged": len(out["paths"]),
             "rejected": out["rejected"],
         }
@@ -429,7 +437,8 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = FILTER_BACKENDS
     filterset_class = StudyFilter
     ordering_fields = ["created_at", "id"]
-    object_actions = {"review": "view"}  # the service decides (manage_case)
+    # The services decide (manage_case).
+    object_actions = {"review": "view", "evaluate": "view"}
 
     @extend_schema(
         summary="Sign the visual review of an accepted study",
@@ -450,6 +459,24 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         )
         study = study_queryset().get(pk=study.pk)
         return Response(self.get_serializer(study).data)
+
+    @extend_schema(
+        summary="Judge a study still receiving now",
+        description="For a study whose sender will send nothing more but could "
+        "not say so (an interrupted association, a STOW-RS client done early). "
+        "409 when the study is judged already or objects are still being ingested.",
+        request=None,
+        responses={202: EvaluationQueuedSerializer},
+        tags=["imaging"],
+    )
+    @action(detail=True, methods=["post"])
+    def evaluate(self, request, pk=None):
+        job = services.study_evaluation_request(
+            actor=request.user, study=self.get_object()
+        )
+        return Response(
+            {"job": _job_link(request, job)}, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class SeriesViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):

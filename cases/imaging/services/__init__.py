@@ -18,7 +18,11 @@ Modules: ``gate`` (which cases take imaging, from whom), ``ingest``, ``evaluatio
 ``previewing``, ``review``; job kinds in ``kinds``. Import from this package.
 """
 
-from cases.imaging.services.evaluation import evaluation_schedule, study_evaluate
+from cases.imaging.services.evaluation import (
+    evaluation_schedule,
+    study_evaluate,
+    study_evaluation_request,
+)
 from cases.imaging.services.gate import (
     IMAGING_STATUSES,
     case_for_accession,
@@ -60,6 +64,7 @@ __all__ = [
     "require_reviewable",
     "series_previews_make",
     "study_evaluate",
+    "study_evaluation_request",
     "study_ingest",
     "study_review_passed",
     "study_review_sign",

@@ -25,9 +25,11 @@ from cases.imaging.services.kinds import (
 from cases.imaging.services.previewing import previews_enqueue
 from cases.models import Case
 from psi.audit import audit_append
+from psi.errors import Conflict, PermissionRefused
 from psi.files import stored_file_open
 from psi.jobs import Progress, job_enqueue, job_succeed
 from psi.models import Job, StoredFile
+from psi.permissions import has_object_perm, require_object_perm
 
 S = Case.Status
 
@@ -74,6 +76,40 @@ def evaluation_schedule(
         },
         countdown=0 if study.delivery_complete else settings.PSI_STUDY_STABLE_SECONDS,
     )
+
+
+def study_evaluation_request(*, actor, study: ImagingStudy) -> Job:
+    """Judge now a study still receiving, at a person's request: its sender will
+    send nothing more but could not say so (a listener stopped mid-association, a
+    STOW-RS client done early, an ingest that failed for good). The manufacturer's
+    staff may ask; the request is audited and the evaluation queued at once."""
+    require_object_perm(actor, "view", study)
+    if not has_object_perm(actor, "manage_case", study):
+        raise PermissionRefused("Only the manufacturer's staff ask for a judgement.")
+    with transaction.atomic():
+        case = locked_case(study.case_id)
+        study = ImagingStudy.objects.select_for_update().get(pk=study.pk)
+        if study.status != ImagingStudy.Status.RECEIVING:
+            raise Conflict(
+                f"The study is already {study.get_status_display().lower()}.",
+                status=study.status,
+            )
+        if _ingest_pending(case.pk):
+            raise Conflict(
+                "Objects of this case are still being ingested; the study is judged "
+                "once they are in."
+            )
+        study.delivery_complete = True
+        study._history_user = actor
+        study.save()
+        audit_append(
+            actor=actor,
+            action="imaging.evaluation_requested",
+            obj=study,
+            organisation=case.manufacturer,
+            payload={"case": case.reference, "instances": study.instance_count},
+        )
+        return evaluation_schedule(study)
 
 
 def delivery_ended(case: Case, ingest: Job, *, complete: bool) -> None:

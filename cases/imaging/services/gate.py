@@ -63,7 +63,7 @@ def may_send(actor, case: Case) -> bool:
 def locked_case(case_id: int) -> Case:
     return (
         Case.objects.select_for_update(of=("self",))
-        .select_related("patient", "hospital")
+        .select_related("patient", "hospital", "manufacturer")
         .defer(*PATIENT_IDENTITY)
         .get(pk=case_id)
     )

@@ -20,7 +20,7 @@ from cases.imaging.services import (
 from cases.models import Case
 from psi import jobs
 from psi.jobs import job_execute
-from psi.models import Job
+from psi.models import AuditEvent, Job
 from tests.cases.imaging.test_ingest import stage
 
 S = Case.Status
@@ -230,3 +230,40 @@ def test_new_objects_reopen_a_judged_study_and_it_is_judged_again(
     assert study.status == ImagingStudy.Status.ACCEPTED
     assert study.instance_count == SLICES
     assert Job.objects.filter(kind=EVALUATE_KIND).count() == 2
+
+
+def test_a_stuck_study_is_judged_on_request(
+    submitted,
+    series,
+    profile,
+    send,
+    api_as,
+    case_manager,
+    surgeon,
+    outsider,
+    django_capture_on_commit_callbacks,
+):
+    # The association broke off after its batches: nobody said the study is done.
+    send(submitted, series, complete=False)
+    study = ImagingStudy.objects.get(case=submitted)
+    assert study.status == ImagingStudy.Status.RECEIVING
+    url = f"/api/v1/studies/{study.pk}/evaluate/"
+
+    assert api_as(outsider).post(url).status_code == 404
+    refused = api_as(surgeon).post(url)
+    assert refused.status_code == 403, refused.json()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = api_as(case_manager).post(url)
+
+    assert answer.status_code == 202, answer.json()
+    job = Job.objects.get(pk=answer.json()["job"]["id"])
+    assert job.kind == EVALUATE_KIND
+    study.refresh_from_db()
+    assert study.status == ImagingStudy.Status.ACCEPTED
+    assert AuditEvent.objects.filter(
+        action="imaging.evaluation_requested", actor=case_manager
+    ).exists()
+    again = api_as(case_manager).post(url)
+    assert again.status_code == 409
+    assert again.json()["status"] == ImagingStudy.Status.ACCEPTED

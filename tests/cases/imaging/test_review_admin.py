@@ -379,3 +379,29 @@ def test_coordinator_sees_only_their_hospitals_dicom_peers(
         response = client.get(reverse(name, args=args))
         assert response.status_code == 404, name
         assert "HOSPB_CT" not in response.text
+
+
+def test_a_study_still_receiving_is_judged_now_from_its_page(
+    case_at, case_manager, surgeon, django_capture_on_commit_callbacks
+):
+    study = make_study(
+        case_at(S.IMAGING_RECEIVED), status=ImagingStudy.Status.RECEIVING
+    )
+    url = study_admin(study, "evaluate")
+    assert url not in staff_client(surgeon).get(study_admin(study)).content.decode()
+    assert staff_client(surgeon).post(url).status_code == 403
+    client = staff_client(case_manager)
+    assert url in client.get(study_admin(study)).content.decode()
+    assert client.get(url).status_code == 302  # a GET changes nothing
+    assert not AuditEvent.objects.filter(action="imaging.evaluation_requested").exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(url, follow=True)
+
+    assert "will be judged now" in answer.content.decode()
+    study.refresh_from_db()
+    # No instance was ever stored: judged, and rejected for it.
+    assert study.status == ImagingStudy.Status.REJECTED
+    assert url not in client.get(study_admin(study)).content.decode()
+    refused = client.post(url, follow=True).content.decode()
+    assert "The study is already rejected." in refused
