@@ -26,17 +26,16 @@ from psi.models import (
     Job,
     Membership,
     Organisation,
-    Role,
     Signature,
     StoredFile,
 )
 from psi.orgs import (
     ORGANISATION_EDITABLE,
-    ROLES_BY_KIND,
     membership_grant,
     membership_revoke,
     organisation_create,
     organisation_update,
+    role_check_exists_at,
     user_deactivate,
     user_reactivate,
 )
@@ -119,7 +118,9 @@ class ServiceHistoryAdmin(SimpleHistoryAdmin):
         return super().history_form_view(request, object_id, version_id, extra_context)
 
 
-class ReadOnlyAdmin(ServiceHistoryAdmin):
+class ReadOnlyMixin:
+    """Nobody adds, changes or deletes these rows here, superusers included."""
+
     def has_add_permission(self, request) -> bool:
         return False
 
@@ -128,6 +129,10 @@ class ReadOnlyAdmin(ServiceHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, ServiceHistoryAdmin):
+    pass
 
 
 class OrganisationForm(forms.ModelForm):
@@ -186,12 +191,11 @@ class MembershipAddForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         organisation, role = cleaned.get("organisation"), cleaned.get("role")
-        if organisation and role and role not in ROLES_BY_KIND[organisation.kind]:
-            self.add_error(
-                "role",
-                f"A {organisation.get_kind_display().lower()} has no "
-                f"{Role(role).label.lower()} role.",
-            )
+        if organisation and role:
+            try:
+                role_check_exists_at(organisation, role)
+            except DomainError as exc:
+                self.add_error("role", exc.message)
         return cleaned
 
 
@@ -262,45 +266,39 @@ class MembershipAdmin(ServiceHistoryAdmin):
         self.message_user(request, f"{done} memberships granted again.")
 
 
-class AuditActionFilter(admin.SimpleListFilter):
-    title = "action"
-    parameter_name = "action"
+class AuditValueFilter(admin.SimpleListFilter):
+    """Offers the values that occur in the events the reader may see; the
+    ``parameter_name`` is the field filtered on."""
 
     def lookups(self, request, model_admin):
-        actions = (
+        field = self.parameter_name
+        values = (
             model_admin.get_queryset(request)
-            .order_by("action")
-            .values_list("action", flat=True)
+            .exclude(**{field: ""})
+            .order_by(field)
+            .values_list(field, flat=True)
             .distinct()
         )
-        return [(action, action) for action in actions]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(action=self.value()) if self.value() else queryset
-
-
-class AuditObjectTypeFilter(AuditActionFilter):
-    title = "object type"
-    parameter_name = "object_type"
-
-    def lookups(self, request, model_admin):
-        types = (
-            model_admin.get_queryset(request)
-            .exclude(object_type="")
-            .order_by("object_type")
-            .values_list("object_type", flat=True)
-            .distinct()
-        )
-        return [(value, value) for value in types]
+        return [(value, value) for value in values]
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(object_type=self.value())
+            return queryset.filter(**{self.parameter_name: self.value()})
         return queryset
 
 
+class AuditActionFilter(AuditValueFilter):
+    title = "action"
+    parameter_name = "action"
+
+
+class AuditObjectTypeFilter(AuditValueFilter):
+    title = "object type"
+    parameter_name = "object_type"
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The audit chain (21 CFR 11.10(e)): nobody adds, changes or deletes an event
     here, and the database refuses it anyway."""
 
@@ -326,15 +324,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return audit_event_list_visible_to(request.user)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Signature)

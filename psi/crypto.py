@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -21,7 +22,13 @@ class IdentityDecryptionError(Exception):
 
 
 def _fernet() -> MultiFernet:
-    keys = settings.IDENTITY_KEYS
+    return _fernet_for(tuple(settings.IDENTITY_KEYS))
+
+
+# Every identity value read or written needs the keys: build them once per key list
+# (tests and a rotation change the setting, which makes a new entry).
+@lru_cache(maxsize=8)
+def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     try:
         return MultiFernet([Fernet(key.encode()) for key in keys])
     except ValueError:

@@ -59,21 +59,14 @@ def stored_file_create(
                     field="file",
                 )
             spool.write(chunk)
-        sha256 = digest.hexdigest()
-        name = storage_name_for(sha256)
-        if not default_storage.exists(name):
+        stored = _stored_file_row(
+            actor, digest.hexdigest(), size, content_type, original_name
+        )
+        if not default_storage.exists(stored.storage_name):
             spool.seek(0)
-            saved = default_storage.save(name, File(spool, name=name))
-            if saved != name:  # a concurrent writer stored the same bytes first
-                default_storage.delete(saved)
-    return StoredFile.objects.create(
-        sha256=sha256,
-        size=size,
-        content_type=content_type[:100],
-        storage_name=name,
-        original_name=original_name[:255],
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
-    )
+            _save_once(stored.storage_name, spool)
+    stored.save(force_insert=True)
+    return stored
 
 
 def stored_file_adopt(
@@ -93,22 +86,34 @@ def stored_file_adopt(
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
-    sha256 = digest.hexdigest()
-    name = storage_name_for(sha256)
+    stored = _stored_file_row(
+        actor, digest.hexdigest(), size, content_type, original_name
+    )
+    name = stored.storage_name
     if not _link_into_storage(path, name) and not default_storage.exists(name):
         with path.open("rb") as handle:
-            saved = default_storage.save(name, File(handle, name=name))
-        if saved != name:  # a concurrent writer stored the same bytes first
-            default_storage.delete(saved)
+            _save_once(name, handle)
     path.unlink(missing_ok=True)
+    return stored
+
+
+def _stored_file_row(
+    actor, sha256: str, size: int, content_type: str, original_name: str
+) -> StoredFile:
     return StoredFile(
         sha256=sha256,
         size=size,
         content_type=content_type[:100],
-        storage_name=name,
+        storage_name=storage_name_for(sha256),
         original_name=original_name[:255],
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
+
+
+def _save_once(name: str, handle: IO[bytes]) -> None:
+    saved = default_storage.save(name, File(handle, name=name))
+    if saved != name:  # a concurrent writer stored the same bytes first
+        default_storage.delete(saved)
 
 
 def _link_into_storage(path: Path, name: str) -> bool:

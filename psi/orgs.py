@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from django.apps import apps
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 
 from psi.audit import audit_append
 from psi.errors import DomainError
@@ -46,11 +47,19 @@ def role_model_permissions(role: str) -> list[str]:
 
 
 def _permissions(names: Iterable[str]) -> list[Permission]:
-    found = []
-    for name in names:
-        app_label, codename = name.split(".", 1)
-        found.append(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    """The Permission rows of "app_label.codename" names, in one query; a name
+    that matches no permission is an error in an app's ``role_permissions``."""
+    wanted = {tuple(name.split(".", 1)) for name in names}
+    if not wanted:
+        return []
+    condition = Q()
+    for app_label, codename in wanted:
+        condition |= Q(content_type__app_label=app_label, codename=codename)
+    found = list(Permission.objects.select_related("content_type").filter(condition))
+    missing = wanted - {(p.content_type.app_label, p.codename) for p in found}
+    if missing:
+        raise Permission.DoesNotExist(
+            "No such permission: " + ", ".join(sorted(".".join(m) for m in missing))
         )
     return found
 
@@ -144,16 +153,21 @@ def organisation_update(
     return organisation
 
 
-def membership_grant(
-    *, actor, user, organisation: Organisation, role: str
-) -> Membership:
-    """Give ``user`` a role at ``organisation`` (reactivating an old membership)."""
+def role_check_exists_at(organisation: Organisation, role: str) -> None:
+    """Refuse a role that the organisation's kind does not have."""
     if role not in ROLES_BY_KIND[organisation.kind]:
         raise DomainError(
             f"A {organisation.get_kind_display().lower()} has no "
             f"{Role(role).label.lower()} role.",
             field="role",
         )
+
+
+def membership_grant(
+    *, actor, user, organisation: Organisation, role: str
+) -> Membership:
+    """Give ``user`` a role at ``organisation`` (reactivating an old membership)."""
+    role_check_exists_at(organisation, role)
     with transaction.atomic():
         membership, created = Membership.objects.select_for_update().get_or_create(
             user=user, organisation=organisation, role=role

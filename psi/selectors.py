@@ -10,19 +10,15 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from psi.models import AuditEvent, Job, Membership, Organisation, RoleGroup
-from psi.permissions import generic_target_q
+from psi.permissions import generic_target_q, is_active_user
 
 AUDIT_VIEW_PERMISSION = "psi.view_auditevent"
 AUDIT_VERIFY_PERMISSION = "psi.verify_auditevent"
 
 
-def _is_active(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and user.is_active)
-
-
 def organisation_list_visible_to(user) -> QuerySet[Organisation]:
     """Every organisation: the directory of parties is not confidential."""
-    if not _is_active(user):
+    if not is_active_user(user):
         return Organisation.objects.none()
     return Organisation.objects.all()
 
@@ -38,7 +34,7 @@ def membership_list_visible_to(user) -> QuerySet[Membership]:
     """The memberships of the organisations the user belongs to (all for a
     superuser), including revoked ones: who held which role is part of the record."""
     queryset = Membership.objects.select_related("user", "organisation")
-    if not _is_active(user):
+    if not is_active_user(user):
         return queryset.none()
     if user.is_superuser:
         return queryset
@@ -48,7 +44,7 @@ def membership_list_visible_to(user) -> QuerySet[Membership]:
 def job_list_visible_to(user) -> QuerySet[Job]:
     """Jobs the user started, plus jobs whose target the user may view."""
     queryset = Job.objects.select_related("actor", "target_type")
-    if not _is_active(user):
+    if not is_active_user(user):
         return queryset.none()
     if user.is_superuser:
         return queryset
@@ -60,7 +56,7 @@ def job_list_visible_to(user) -> QuerySet[Job]:
 
 def audit_trail_readable_by(user) -> bool:
     """Whether the user may read the audit trail at all (their role says so)."""
-    return _is_active(user) and (
+    return is_active_user(user) and (
         user.is_superuser or user.has_perm(AUDIT_VIEW_PERMISSION)
     )
 

@@ -1,20 +1,24 @@
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from psi.permissions import has_object_perm
+from psi.permissions import has_object_perm, is_active_user
 from psi.selectors import audit_trail_readable_by
 
 
-class ObjectPermissions(BasePermission):
-    """Authenticated users only; on an object, the view permission for reads and the
-    view's ``object_action`` (default "change") for writes, held on the object's
-    anchor (its Case or Patient). Works with object permissions alone, unlike DRF's
-    ``DjangoObjectPermissions``. A row the user cannot see never reaches here: the
-    gate filter answers 404 first.
-    """
+class IsActiveUser(BasePermission):
+    """Authenticated and active; for core endpoints that scope their own querysets
+    (organisations, memberships, jobs) instead of going through the anchor gate."""
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_active)
+        return is_active_user(request.user)
+
+
+class ObjectPermissions(IsActiveUser):
+    """Authenticated users only; on an object, the view permission for reads and,
+    for writes, the view's ``object_actions[action]`` (default "change"), held on
+    the object's anchor (its Case or Patient). Works with object permissions alone,
+    unlike DRF's ``DjangoObjectPermissions``. A row the user cannot see never
+    reaches here: the gate filter answers 404 first.
+    """
 
     def has_object_permission(self, request, view, obj) -> bool:
         if request.method in SAFE_METHODS:
@@ -23,15 +27,6 @@ class ObjectPermissions(BasePermission):
             getattr(view, "action", None), "change"
         )
         return has_object_perm(request.user, action, obj)
-
-
-class IsActiveUser(BasePermission):
-    """Authenticated and active; for core endpoints that scope their own querysets
-    (organisations, memberships, jobs) instead of going through the anchor gate."""
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_active)
 
 
 class CanReadAuditTrail(IsActiveUser):

@@ -3,12 +3,13 @@
 knox keeps only a digest of each token; the token itself is shown once, here.
 """
 
+import datetime
 import logging
 
 from django.contrib.auth import authenticate, user_logged_in, user_logged_out
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from knox.models import get_token_model
+from knox.models import AuthToken, get_token_model
 from knox.settings import knox_settings
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -22,6 +23,24 @@ from psi.api.serializers import TokenRequestSerializer, TokenResponseSerializer
 from psi.audit import audit_append
 
 security_log = logging.getLogger("psi.security")
+
+
+def api_token_create(
+    *, actor, user, expiry: datetime.timedelta | None, via: str
+) -> tuple[AuthToken, str]:
+    """Make a token for ``user`` with its audit event; the token (the second
+    value) exists only here, knox keeps its digest."""
+    with transaction.atomic():
+        instance, token = get_token_model().objects.create(
+            user=user, expiry=expiry, prefix=knox_settings.TOKEN_PREFIX
+        )
+        audit_append(
+            actor=actor,
+            action="auth.token_created",
+            obj=user,
+            payload={"expiry": instance.expiry, "via": via},
+        )
+    return instance, token
 
 
 class LoginRateThrottle(AnonRateThrottle):
@@ -60,18 +79,9 @@ class TokenLoginView(APIView):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
             )
-        with transaction.atomic():
-            instance, token = get_token_model().objects.create(
-                user=user,
-                expiry=knox_settings.TOKEN_TTL,
-                prefix=knox_settings.TOKEN_PREFIX,
-            )
-            audit_append(
-                actor=user,
-                action="auth.token_created",
-                obj=user,
-                payload={"expiry": instance.expiry, "via": "api"},
-            )
+        instance, token = api_token_create(
+            actor=user, user=user, expiry=knox_settings.TOKEN_TTL, via="api"
+        )
         user_logged_in.send(sender=type(user), request=request, user=user)
         body = TokenResponseSerializer(
             {"token": token, "expiry": instance.expiry, "user": user}

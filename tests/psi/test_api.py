@@ -10,7 +10,6 @@ from knox.models import AuthToken
 
 from psi.api.history import history_entries
 from psi.audit import audit_append
-from psi.celery import app
 from psi.jobs import job_enqueue
 from psi.models import AuditEvent, Job, Membership, Role
 from psi.orgs import membership_grant, membership_revoke, organisation_update
@@ -354,12 +353,7 @@ class TestAuditEvents:
 
 
 class TestVerifyEndpoint:
-    @pytest.fixture(autouse=True)
-    def eager(self):
-        previous = app.conf.task_always_eager
-        app.conf.task_always_eager = True
-        yield
-        app.conf.task_always_eager = previous
+    # Tasks run in this process: tests/conftest.py makes Celery eager.
 
     def test_an_auditor_starts_verification_and_gets_the_job(
         self, api_as, auditor, django_capture_on_commit_callbacks

@@ -8,7 +8,6 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from psi.audit import audit_append, audit_verify_enqueue
-from psi.celery import app
 from psi.jobs import (
     JobSuperseded,
     job_claim,
@@ -24,15 +23,6 @@ from tests.psi.conftest import audit_trigger_disabled
 
 pytestmark = pytest.mark.django_db
 VERIFY = "psi.tasks.audit_verify"
-
-
-@pytest.fixture
-def eager():
-    """Tasks run in this process, whatever CELERY_BROKER_URL says."""
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
 
 
 def new_job(**fields):
@@ -264,7 +254,7 @@ def test_an_unreachable_broker_leaves_the_job_to_the_sweeper(
 
 
 def test_eager_mode_runs_the_audit_verify_job_in_process(
-    eager, django_capture_on_commit_callbacks, auditor
+    django_capture_on_commit_callbacks, auditor
 ):
     checked = AuditEvent.objects.count()
     with django_capture_on_commit_callbacks(execute=True):
@@ -285,7 +275,7 @@ def test_eager_mode_runs_the_audit_verify_job_in_process(
 
 
 def test_the_audit_verify_job_reports_a_broken_chain(
-    eager, django_capture_on_commit_callbacks, auditor
+    django_capture_on_commit_callbacks, auditor
 ):
     with audit_trigger_disabled() as cursor:
         cursor.execute("UPDATE psi_auditevent SET reason = 'forged' WHERE seq = 1")

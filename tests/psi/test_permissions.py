@@ -128,6 +128,7 @@ def test_a_permission_filtered_list_is_the_users_groups_then_one_query(
 ):
     for _ in range(5):
         make_case()
+    restrict(Case.objects.all(), surgeon).exists()  # warm the permission-id cache
     with CaptureQueriesContext(connection) as queries:
         assert len(list(restrict(Case.objects.all(), surgeon))) == 5
     # The group ids go into the list query as values (see visible_ids).
@@ -159,3 +160,24 @@ def test_a_membership_revoked_inside_a_request_takes_effect_at_once(make_case, s
         membership = Membership.objects.get(user=surgeon)
         membership_revoke(actor=None, membership=membership, reason="left")
         assert restrict(Case.objects.all(), surgeon).count() == 0
+
+
+def test_within_a_request_an_object_check_after_the_gate_costs_one_query(
+    case_a, case_manager
+):
+    for codename in ("manage_case", "release_case"):  # warm the permission ids
+        has_object_perm(case_manager, codename, case_a)
+    with grantees_cached_for_request():
+        assert visible_cases(case_manager) == {case_a}
+        with CaptureQueriesContext(connection) as queries:
+            require_object_perm(case_manager, "manage_case", case_a)
+            assert not has_object_perm(case_manager, "release_case", case_a)
+    # The user's groups were read by the gate; each check reads only the grants.
+    assert len(queries) == 2
+
+
+def test_a_deactivated_user_sees_nothing_even_with_grants(case_a, surgeon):
+    surgeon.is_active = False
+    with pytest.raises(NotVisible):
+        require_object_perm(surgeon, "view", case_a)
+    assert not has_object_perm(surgeon, "view", case_a)

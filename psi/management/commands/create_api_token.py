@@ -4,11 +4,9 @@ import datetime
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from knox.models import get_token_model
 from knox.settings import knox_settings
 
-from psi.audit import audit_append
+from psi.api.tokens import api_token_create
 
 
 class Command(BaseCommand):
@@ -36,20 +34,13 @@ class Command(BaseCommand):
             if expiry_hours
             else knox_settings.TOKEN_TTL
         )
-        with transaction.atomic():
-            instance, token = get_token_model().objects.create(
-                user=user, expiry=expiry, prefix=knox_settings.TOKEN_PREFIX
-            )
-            audit_append(
-                actor=None,
-                action="auth.token_created",
-                obj=user,
-                payload={"expiry": instance.expiry, "via": "create_api_token"},
-            )
+        instance, token = api_token_create(
+            actor=None, user=user, expiry=expiry, via="create_api_token"
+        )
         self.stdout.write(token)
         when = (
             f"expires {instance.expiry:%Y-%m-%d %H:%M} UTC"
             if instance.expiry
-            else ("never expires")
+            else "never expires"
         )
         self.stderr.write(f"Token for {username} ({when}); it is not shown again.")
