@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from cases.models import (
@@ -12,7 +13,7 @@ from cases.models import (
     Prescription,
 )
 from consent.selectors import IDENTITY_FIELDS
-from psi.errors import NotVisible
+from psi.models import Role
 from psi.permissions import granted_on, restrict
 
 #: The patient's encrypted identity, never loaded with a case: cases know the
@@ -32,13 +33,6 @@ def case_list_visible_to(user) -> QuerySet[Case]:
     return restrict(case_queryset(), user)
 
 
-def case_get(user, pk) -> Case:
-    case = case_list_visible_to(user).filter(pk=pk).first()
-    if case is None:
-        raise NotVisible("No case matches the given query.")
-    return case
-
-
 def case_grants(
     user, case_ids: Iterable[int], codenames: Iterable[str]
 ) -> dict[int, set[str]]:
@@ -48,20 +42,38 @@ def case_grants(
     return granted_on(user, Case, case_ids, codenames)
 
 
-def prescription_list_visible_to(user) -> QuerySet[Prescription]:
-    return restrict(
-        Prescription.objects.select_related(
-            "case", "prescriber", "institution", "signature"
-        ),
-        user,
+def prescriber_choices(user) -> QuerySet:
+    """The active clinicians ``user`` may name as prescriber of a case: those of
+    the organisations ``user`` is an active member of (every clinician, for a
+    superuser). ``case_create`` checks the patient's hospital again."""
+    clinician = {
+        "is_active": True,
+        "memberships__role": Role.CLINICIAN,
+        "memberships__is_active": True,
+    }
+    users = get_user_model().objects
+    if getattr(user, "is_superuser", False):
+        users = users.filter(**clinician)
+    else:
+        # One filter() call: the clinician membership is the one in a shared
+        # organisation, not any other membership of the same user.
+        users = users.filter(
+            **clinician,
+            memberships__organisation__memberships__user=user,
+            memberships__organisation__memberships__is_active=True,
+        )
+    return users.distinct().order_by("last_name", "username")
+
+
+def prescription_queryset() -> QuerySet[Prescription]:
+    """Prescriptions with what their pages show, before the gate."""
+    return Prescription.objects.select_related(
+        "case", "prescriber", "institution", "signature"
     )
 
 
-def prescription_get(user, pk) -> Prescription:
-    prescription = prescription_list_visible_to(user).filter(pk=pk).first()
-    if prescription is None:
-        raise NotVisible("No prescription matches the given query.")
-    return prescription
+def prescription_list_visible_to(user) -> QuerySet[Prescription]:
+    return restrict(prescription_queryset(), user)
 
 
 def case_events_visible_to(user) -> QuerySet[CaseEvent]:

@@ -12,17 +12,13 @@ from django.db.models import QuerySet
 from consent.models import Consent, ConsentForm, Patient
 from psi.crypto import identity_hmac
 from psi.models import Organisation
-from psi.permissions import restrict
+from psi.permissions import is_active_user, restrict
 
 #: The encrypted fields that make up a patient's identity.
 IDENTITY_FIELDS = ("family_name", "given_names", "birth_date", "sex", "record_number")
 #: What a patient's history must never show: identity, and the keyed digest that
 #: links a record number to the patient.
 IDENTITY_HISTORY_FIELDS = frozenset(IDENTITY_FIELDS) | {"record_number_hmac"}
-
-
-def _is_active(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and user.is_active)
 
 
 def patient_list_visible_to(user, action: str = "view") -> QuerySet[Patient]:
@@ -39,10 +35,11 @@ def patient_matching_record_number(
     user, record_number: str, *, hospital: Organisation | None = None
 ) -> QuerySet[Patient]:
     """Exact match on the hospital record number through its keyed HMAC, among the
-    patients whose identity ``user`` may read (nobody else may search by it)."""
-    queryset = restrict(
-        Patient.objects.select_related("hospital"), user, "view_patient_identity"
-    ).filter(record_number_hmac=identity_hmac(record_number or ""))
+    patients whose identity ``user`` may read (nobody else may search by it).
+    Identity deferred, as in every list: ``patient_identities`` reads it, logged."""
+    queryset = patient_list_visible_to(user, "view_patient_identity").filter(
+        record_number_hmac=identity_hmac(record_number or "")
+    )
     if hospital is not None:
         queryset = queryset.filter(hospital=hospital)
     return queryset
@@ -59,6 +56,6 @@ def consent_list_visible_to(user) -> QuerySet[Consent]:
 
 def consent_form_list(user) -> QuerySet[ConsentForm]:
     """Consent forms are published texts: every signed-in user may read them."""
-    if not _is_active(user):
+    if not is_active_user(user):
         return ConsentForm.objects.none()
     return ConsentForm.objects.all()

@@ -22,6 +22,7 @@ from psi.orgs import user_roles_at
 from psi.permissions import (
     grant_to_roles,
     has_object_perm,
+    is_active_user,
     require_object_perm,
     restrict,
 )
@@ -54,12 +55,8 @@ class ConsentMissing(Conflict):
     code = "consent_missing"
 
 
-def _is_active(user) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and user.is_active)
-
-
 def _require_registrar(actor, hospital: Organisation) -> None:
-    if not _is_active(actor):
+    if not is_active_user(actor):
         raise PermissionRefused("Sign in to register patients and record consent.")
     if actor.is_superuser:
         return
@@ -224,7 +221,7 @@ def patient_identities(*, actor, patients: Iterable[Patient]) -> dict[int, dict]
     ever decrypts identity (REGULATORY 39).
     """
     ids = {p.pk for p in patients}
-    if not ids or not _is_active(actor):
+    if not ids or not is_active_user(actor):
         return {}
     readable = restrict(
         Patient.objects.filter(pk__in=ids), actor, "view_patient_identity"
@@ -269,7 +266,7 @@ def consent_form_create(
     valid_from: datetime.date,
     valid_to: datetime.date | None = None,
 ) -> ConsentForm:
-    if not (_is_active(actor) and actor.has_perm("consent.add_consentform")):
+    if not (is_active_user(actor) and actor.has_perm("consent.add_consentform")):
         raise PermissionRefused("You may not publish consent forms.")
     unknown = [p for p in purposes if p not in Purpose.values]
     if not purposes or unknown:

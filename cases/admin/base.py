@@ -21,7 +21,7 @@ SERVICE_FORM_TEMPLATE = "admin/cases/service_form.html"
 
 
 def transition_label(name: str) -> str:
-    return TRANSITIONS[name].label or name.replace("_", " ").capitalize()
+    return TRANSITIONS[name].label
 
 
 def posted(request):

@@ -22,12 +22,18 @@ from cases.admin.base import (
     transition_label,
 )
 from cases.models import Case, CaseEvent
-from cases.selectors import PATIENT_IDENTITY
-from cases.services import TRANSITION_SERVICES, TRANSITIONS, transitions_available
+from cases.selectors import PATIENT_IDENTITY, prescriber_choices
+from cases.services import (
+    CASE_EDITABLE_FIELDS,
+    TRANSITION_SERVICES,
+    TRANSITIONS,
+    transitions_available,
+)
 from consent.models import Patient
+from consent.selectors import patient_list_visible_to
 from psi.errors import DomainError
-from psi.models import Organisation, Role
-from psi.permissions import has_object_perm, restrict
+from psi.models import Organisation
+from psi.permissions import has_object_perm
 from psi.signatures import printed_name
 
 #: Steps offered as changelist actions: the routine ones that need no reason and no
@@ -72,18 +78,6 @@ class CaseEventInline(admin.TabularInline):
         return False
 
 
-def _clinicians_of(user):
-    users = get_user_model().objects.filter(
-        memberships__role=Role.CLINICIAN, memberships__is_active=True
-    )
-    if not user.is_superuser:
-        users = users.filter(
-            memberships__organisation__memberships__user=user,
-            memberships__organisation__memberships__is_active=True,
-        )
-    return users.distinct().order_by("last_name", "username")
-
-
 class CaseCreateForm(forms.Form):
     patient = forms.ModelChoiceField(
         queryset=Patient.objects.none(),
@@ -114,10 +108,11 @@ class CaseCreateForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["patient"].queryset = restrict(
-            Patient.objects.all(), user, "change_patient"
+        # Identity deferred: the choices show pseudonyms and decrypt nothing.
+        self.fields["patient"].queryset = patient_list_visible_to(
+            user, "change_patient"
         )
-        self.fields["prescriber"].queryset = _clinicians_of(user)
+        self.fields["prescriber"].queryset = prescriber_choices(user)
         self.fields["prescriber"].label_from_instance = printed_name
         if user in self.fields["prescriber"].queryset:
             self.fields["prescriber"].initial = user.pk
@@ -188,15 +183,6 @@ class CaseAdmin(GatedAdminMixin, SimpleHistoryAdmin):
     date_hierarchy = None
     inlines = [CaseEventInline]
     actions = [_bulk_transition_action(name) for name in BULK_TRANSITIONS]
-    editable_fields = (
-        "indication",
-        "anatomical_region",
-        "side",
-        "urgency",
-        "planned_surgery_date",
-        "regulatory_pathway",
-        "pathway_reason",
-    )
     fieldsets = (
         (
             None,
@@ -212,7 +198,7 @@ class CaseAdmin(GatedAdminMixin, SimpleHistoryAdmin):
                 )
             },
         ),
-        ("Clinical details", {"fields": editable_fields}),
+        ("Clinical details", {"fields": CASE_EDITABLE_FIELDS}),
         ("Record", {"fields": ("created_by", "created_at", "updated_at")}),
     )
     readonly_fields = (

@@ -22,21 +22,10 @@ from cases.admin.base import (
     signing_password_field,
 )
 from cases.models import Case, Prescription
+from cases.services import PRESCRIPTION_FIELDS
 from psi.errors import DomainError
 from psi.permissions import has_object_perm, restrict
 from psi.signatures import signature_verify
-
-PRESCRIPTION_FIELDS = (
-    "prescriber_licence",
-    "material",
-    "material_other",
-    "thickness_mm",
-    "screw_count",
-    "screw_positions",
-    "margins_mm",
-    "other_characteristics",
-    "notes",
-)
 
 
 class PrescriptionCreateForm(forms.ModelForm):

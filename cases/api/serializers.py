@@ -11,12 +11,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from cases.models import Case, CaseEvent, Prescription
+from cases.selectors import prescriber_choices
 from cases.services import TRANSITIONS, transitions_available
 from consent.models import Patient
 from consent.selectors import patient_list_visible_to
-from psi.models import Organisation, Role, Signature
+from psi.models import Organisation, Signature
 from psi.permissions import restrict
-from psi.signatures import signature_verify
+from psi.signatures import printed_name, signature_verify
 
 
 def _enum_field(choices: list[tuple[str, str]], component: str, doc: str):
@@ -48,10 +49,7 @@ CaseStatusField = _enum_field(
     _choices(Case.Status), "CaseStatus", "Where the case is in its lifecycle."
 )
 CaseTransitionField = _enum_field(
-    [
-        (name, t.label or name.replace("_", " ").capitalize())
-        for name, t in TRANSITIONS.items()
-    ],
+    [(name, t.label) for name, t in TRANSITIONS.items()],
     "CaseTransition",
     "A step of the case lifecycle; each has its own endpoint "
     "`POST /api/v1/cases/{id}/<step with dashes>/`.",
@@ -142,8 +140,7 @@ class CaseSerializer(serializers.ModelSerializer):
         return data
 
     def get_prescriber_name(self, case: Case) -> str:
-        prescriber = case.prescriber
-        return _person_name(prescriber.get_full_name(), prescriber.get_username())
+        return printed_name(case.prescriber)
 
     @extend_schema_field(serializers.ListField(child=CaseTransitionField()))
     def get_allowed_transitions(self, case: Case) -> list[str]:
@@ -151,6 +148,7 @@ class CaseSerializer(serializers.ModelSerializer):
 
 
 def _person_name(full_name: str, username: str) -> str:
+    """``psi.signatures.printed_name`` for a row of plain values."""
     return full_name.strip() or username
 
 
@@ -262,18 +260,7 @@ class PatientPseudonymField(_RequestScoped, serializers.SlugRelatedField):
 
 class PrescriberField(_RequestScoped, serializers.PrimaryKeyRelatedField):
     def scope(self, queryset, user):
-        clinicians = {
-            "memberships__role": Role.CLINICIAN,
-            "memberships__is_active": True,
-        }
-        if getattr(user, "is_superuser", False):
-            return queryset.filter(**clinicians).distinct()
-        # Clinicians of the organisations the requester belongs to.
-        return queryset.filter(
-            **clinicians,
-            memberships__organisation__memberships__user=user,
-            memberships__organisation__memberships__is_active=True,
-        ).distinct()
+        return prescriber_choices(user)
 
 
 class VisibleCaseField(_RequestScoped, serializers.PrimaryKeyRelatedField):
@@ -388,7 +375,7 @@ class CaseEventSerializer(serializers.ModelSerializer):
     def get_actor(self, event: CaseEvent) -> str | None:
         if event.actor is None:
             return None
-        return event.actor.get_full_name().strip() or event.actor.get_username()
+        return printed_name(event.actor)
 
 
 # --- prescriptions -------------------------------------------------------------
@@ -458,8 +445,7 @@ class PrescriptionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_prescriber_name(self, prescription: Prescription) -> str:
-        user = prescription.prescriber
-        return user.get_full_name().strip() or user.get_username()
+        return printed_name(prescription.prescriber)
 
     def get_signature_valid(self, prescription: Prescription) -> bool | None:
         signature = prescription.signature

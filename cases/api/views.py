@@ -35,8 +35,13 @@ from cases.api.serializers import (
     ReasonedTransitionSerializer,
     TransitionSerializer,
 )
-from cases.models import Case, Prescription
-from cases.selectors import case_events_of, case_grants, case_queryset
+from cases.models import Case
+from cases.selectors import (
+    case_events_of,
+    case_grants,
+    case_queryset,
+    prescription_queryset,
+)
 from cases.services import TRANSITION_SERVICES, TRANSITIONS
 from psi.api.history import HistoryMixin
 
@@ -209,7 +214,7 @@ def _transition_action(name: str):
     # After @action, which would replace the schema that extend_schema attaches.
     return extend_schema(
         operation_id=f"v1_cases_{name}",
-        summary=transition.label or name.replace("_", " ").capitalize(),
+        summary=transition.label,
         description=_transition_description(name),
         request=body_class,
         responses={200: CaseSerializer, 409: CONFLICT},
@@ -238,9 +243,7 @@ class PrescriptionViewSet(
     """Prescriptions: the prescriber's signed design characteristics for a case
     (MDR Art. 2(3)); a signed one never changes, a change is a new version."""
 
-    queryset = Prescription.objects.select_related(
-        "case", "prescriber", "institution", "signature"
-    )
+    queryset = prescription_queryset()
     serializer_class = PrescriptionSerializer
     filter_backends = FILTER_BACKENDS
     filterset_class = PrescriptionFilter

@@ -31,12 +31,14 @@ from cases.services.lifecycle import (
     transitions_from,
 )
 from cases.services.prescriptions import (
+    PRESCRIPTION_FIELDS,
     prescription_create,
     prescription_latest,
     prescription_sign,
     prescription_update,
 )
 from cases.services.records import (
+    CASE_EDITABLE_FIELDS,
     HOSPITAL_CASE_PERMS,
     MANUFACTURER_CASE_PERMS,
     MANUFACTURER_PATIENT_PERMS,
@@ -45,10 +47,12 @@ from cases.services.records import (
 )
 
 __all__ = [
+    "CASE_EDITABLE_FIELDS",
     "HOSPITAL_CASE_PERMS",
     "IllegalTransition",
     "MANUFACTURER_CASE_PERMS",
     "MANUFACTURER_PATIENT_PERMS",
+    "PRESCRIPTION_FIELDS",
     "TRANSITIONS",
     "TRANSITION_SERVICES",
     "Transition",

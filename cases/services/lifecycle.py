@@ -45,18 +45,19 @@ class Transition:
     target: str | None  # None: back to the status the case was held from
     permissions: tuple[str, ...]
     needs_reason: bool = False
-    label: str = ""
+    label: str = ""  # what admin buttons and API docs call the step
 
 
 def _t(name, sources, target, *permissions, needs_reason=False, label=""):
     sources = frozenset(sources if isinstance(sources, set | frozenset) else {sources})
+    label = label or name.replace("_", " ").capitalize()
     return Transition(name, sources, target, permissions, needs_reason, label)
 
 
 TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in [
-        _t("submit", S.DRAFT, S.SUBMITTED, "submit_case", label="Submit"),
+        _t("submit", S.DRAFT, S.SUBMITTED, "submit_case"),
         _t("receive_imaging", S.SUBMITTED, S.IMAGING_RECEIVED, "manage_case"),
         _t("accept_imaging", S.IMAGING_RECEIVED, S.IMAGING_ACCEPTED, "manage_case"),
         _t(

@@ -25,7 +25,8 @@ _PRESCRIBABLE = frozenset(
 )
 
 
-_PRESCRIPTION_FIELDS = (
+#: The design characteristics a prescriber writes (and edits while unsigned).
+PRESCRIPTION_FIELDS = (
     "prescriber_licence",
     "material",
     "material_other",
@@ -43,7 +44,7 @@ def prescription_latest(case: Case) -> Prescription | None:
 
 
 def _clean_prescription(data: Mapping) -> dict:
-    unknown = set(data) - set(_PRESCRIPTION_FIELDS)
+    unknown = set(data) - set(PRESCRIPTION_FIELDS)
     if unknown:
         name = sorted(unknown)[0]
         raise DomainError(f"Unknown field {name}.", field=name)
@@ -167,7 +168,7 @@ def prescription_update(
         _require_prescription_open(actor, prescription)
         for name, value in cleaned.items():
             setattr(prescription, name, value)
-        _clean_prescription({n: getattr(prescription, n) for n in _PRESCRIPTION_FIELDS})
+        _clean_prescription({n: getattr(prescription, n) for n in PRESCRIPTION_FIELDS})
         prescription._history_user = actor
         prescription.save()
         audit_append(

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from cases.models import Case, CaseReferenceCounter
 from consent.models import Patient
+from consent.services import HOSPITAL_REGISTRARS
 from psi.audit import audit_append
 from psi.errors import Conflict, DomainError, PermissionRefused
 from psi.models import Organisation, Role
@@ -66,7 +67,8 @@ def _next_reference(year: int) -> str:
     return f"C-{year}-{counter.last:05d}"
 
 
-_EDITABLE_FIELDS = (
+#: The clinical details of a draft that ``case_update`` may change.
+CASE_EDITABLE_FIELDS = (
     "indication",
     "anatomical_region",
     "side",
@@ -114,10 +116,7 @@ def case_create(
     """Open a draft case for a patient of the actor's hospital."""
     hospital = patient.hospital
     require_object_perm(actor, "change_patient", patient)
-    if not (
-        actor.is_superuser
-        or user_roles_at(actor, hospital) & {Role.CLINICIAN, Role.CASE_COORDINATOR}
-    ):
+    if not (actor.is_superuser or user_roles_at(actor, hospital) & HOSPITAL_REGISTRARS):
         raise PermissionRefused("Only the patient's hospital may open a case.")
     if manufacturer.kind != Organisation.Kind.MANUFACTURER:
         raise DomainError("Choose a manufacturer.", field="manufacturer")
@@ -168,7 +167,7 @@ def case_create(
 
 def case_update(*, actor, case: Case, changes: Mapping, reason: str = "") -> Case:
     """Edit the case's clinical details while it is still a draft."""
-    unknown = set(changes) - set(_EDITABLE_FIELDS)
+    unknown = set(changes) - set(CASE_EDITABLE_FIELDS)
     if unknown:
         name = sorted(unknown)[0]
         raise DomainError(f"{name} cannot be changed here.", field=name)

@@ -14,6 +14,9 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from psi.errors import DomainError
 
+#: The reason a service records in history and the audit trail.
+REASON_WIDGET = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
 
 def show_error(form: forms.Form, exc: DomainError) -> None:
     """A service's refusal, on the field it names (or on the whole form)."""
@@ -91,6 +94,3 @@ class GatedHistoryAdmin(SimpleHistoryAdmin):
         return reverse(
             f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk]
         )
-
-
-# --- patients -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from consent.admin.base import GatedHistoryAdmin, show_error
+from consent.admin.base import REASON_WIDGET, GatedHistoryAdmin, show_error
 from consent.models import Consent, ConsentForm, LegalBasis, Patient, Purpose
 from consent.selectors import (
     consent_form_list,
@@ -30,8 +30,6 @@ from consent.services import (
 )
 from psi.errors import DomainError
 from psi.permissions import has_object_perm
-
-_REASON_WIDGET = forms.Textarea(attrs={"rows": 3, "cols": 60})
 
 
 class ConsentRecordForm(forms.Form):
@@ -73,7 +71,7 @@ class ConsentRecordForm(forms.Form):
 
 class WithdrawForm(forms.Form):
     reason = forms.CharField(
-        widget=_REASON_WIDGET,
+        widget=REASON_WIDGET,
         max_length=2000,
         help_text="Recorded with the withdrawal in history and the audit trail.",
     )

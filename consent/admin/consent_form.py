@@ -80,6 +80,3 @@ class ConsentFormAdmin(GatedHistoryAdmin):
         return self.render_service_form(
             request, form, title="Publish a consent form", submit_label="Publish"
         )
-
-
-# --- consents -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path
 from simple_history.template_utils import HistoricalRecordContextHelper
 
-from consent.admin.base import GatedHistoryAdmin, show_error
+from consent.admin.base import REASON_WIDGET, GatedHistoryAdmin, show_error
 from consent.models import Patient
 from consent.selectors import (
     IDENTITY_FIELDS,
@@ -30,8 +30,6 @@ from psi.errors import DomainError
 from psi.models import Organisation
 from psi.orgs import user_memberships
 from psi.permissions import has_object_perm
-
-_REASON_WIDGET = forms.Textarea(attrs={"rows": 3, "cols": 60})
 
 
 class PatientRegisterForm(forms.Form):
@@ -68,7 +66,7 @@ class PatientIdentityForm(forms.Form):
     sex = forms.ChoiceField(choices=Patient.Sex.choices)
     record_number = forms.CharField(max_length=100)
     reason = forms.CharField(
-        widget=_REASON_WIDGET,
+        widget=REASON_WIDGET,
         max_length=2000,
         help_text="Why the identity is corrected; kept in history and the audit trail.",
     )
@@ -276,6 +274,3 @@ class PatientAdmin(GatedHistoryAdmin):
 
     def get_historical_record_context_helper(self, request, historical_record):
         return _IdentityHiddenContextHelper(self.model, historical_record)
-
-
-# --- consent forms ------------------------------------------------------------------

@@ -165,12 +165,11 @@ class PatientViewSet(
         serializer = PatientLookupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         matches = patient_matching_record_number(
-            request.user, serializer.validated_data["record_number"]
+            request.user,
+            serializer.validated_data["record_number"],
+            hospital=serializer.validated_data.get("hospital"),
         )
-        hospital = serializer.validated_data.get("hospital")
-        if hospital is not None:
-            matches = matches.filter(hospital=hospital)
-        return Response(self._serialize(list(matches.select_related("hospital"))))
+        return Response(self._serialize(list(matches)))
 
     @extend_schema(
         summary="History of a patient",

@@ -1,12 +1,18 @@
 """The admin pages of cases and prescriptions call the same services as the API."""
 
+import datetime
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from cases import services
+from cases.admin.case import CaseCreateForm
 from cases.models import Case, Prescription
-from psi.models import AuditEvent
+from cases.selectors import prescriber_choices
+from psi.models import AuditEvent, Role
+from psi.orgs import membership_grant
 from tests.cases.conftest import write_prescription
 from tests.factories import PASSWORD
 
@@ -196,22 +202,39 @@ def test_a_case_is_opened_through_the_admin_with_case_create(
 def test_opening_a_case_in_the_admin_shows_service_refusals_on_the_form(
     patient, manufacturer, surgeon, coordinator
 ):
+    # The form accepts any date; the service refuses one in the past.
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
     response = staff_client(coordinator).post(
         case_admin(what="add"),
         {
             "patient": patient.pseudonym,
             "manufacturer": manufacturer.pk,
-            "prescriber": coordinator.pk,
+            "prescriber": surgeon.pk,
             "indication": "x",
             "anatomical_region": "mandible",
             "side": "left",
             "urgency": "routine",
+            "planned_surgery_date": yesterday.isoformat(),
             "regulatory_pathway": "eu_custom_made",
             "pathway_reason": "x",
         },
     )
     assert response.status_code == 200
+    assert "The planned surgery date lies in the past." in response.content.decode()
     assert not Case.objects.exists()
+
+
+def test_the_prescriber_is_chosen_among_clinicians_of_a_shared_organisation(
+    surgeon, coordinator, outsider, hospital_a, manufacturer
+):
+    # The outsider is a clinician of hospital B only; a membership of hospital A in
+    # another role does not make them a clinician there.
+    membership_grant(
+        actor=None, user=outsider, organisation=hospital_a, role=Role.INTEGRATION
+    )
+    form = CaseCreateForm(user=coordinator)
+    assert list(form.fields["prescriber"].queryset) == [surgeon]
+    assert outsider not in prescriber_choices(surgeon)
 
 
 def test_manufacturer_cannot_open_cases_in_the_admin(designer):

@@ -219,6 +219,8 @@ def test_manufacturer_may_not_correct_identity(
         f"{PATIENTS}{patient.pk}/", {"given_names": "X", "reason": "r"}, format="json"
     )
     assert response.status_code == 403
+    assert Patient.objects.get(pk=patient.pk).given_names != "X"
+    assert not AuditEvent.objects.filter(action="patient.identity_changed").exists()
 
 
 def test_record_number_lookup_is_exact_keyed_and_never_in_the_url(
@@ -585,6 +587,9 @@ def test_manufacturer_may_not_withdraw(
         f"{CONSENTS}{consent.pk}/withdraw/", {"reason": "x"}, format="json"
     )
     assert response.status_code == 403
+    consent.refresh_from_db()
+    assert not consent.is_withdrawn
+    assert not AuditEvent.objects.filter(action="consent.withdrawn").exists()
 
 
 def test_consent_filters(api_as, surgeon, make_patient_with_consent, give_consent):
