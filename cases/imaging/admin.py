@@ -18,7 +18,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminRadioSelect
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -39,10 +38,10 @@ from cases.imaging.models import (
     ImagingSeries,
     ImagingStudy,
 )
+from psi.admin import ServiceHistoryAdmin
 from psi.errors import Conflict, DomainError
 from psi.models import Signature
 from psi.orgs import user_memberships
-from psi.permissions import has_object_perm
 
 
 def _pretty(value) -> str:
@@ -50,20 +49,6 @@ def _pretty(value) -> str:
         '<pre style="white-space: pre-wrap; max-height: 30em; overflow: auto">{}</pre>',
         json.dumps(value or {}, indent=2, sort_keys=True, ensure_ascii=False),
     )
-
-
-class ReadOnlyHistoryMixin:
-    """History pages show past versions and never revert them: simple-history's
-    version page saves whatever is posted to it for anyone who may view the
-    record, so a view-only role could otherwise write through it."""
-
-    def revert_disabled(self, request, obj=None):
-        return True
-
-    def history_form_view(self, request, object_id, version_id, extra_context=None):
-        if request.method == "POST":
-            raise PermissionDenied("History is read-only.")
-        return super().history_form_view(request, object_id, version_id, extra_context)
 
 
 class AcquisitionProfileForm(forms.ModelForm):
@@ -86,7 +71,7 @@ class AcquisitionProfileForm(forms.ModelForm):
 
 
 @admin.register(AcquisitionProfile)
-class AcquisitionProfileAdmin(ReadOnlyHistoryMixin, SimpleHistoryAdmin):
+class AcquisitionProfileAdmin(ServiceHistoryAdmin):
     form = AcquisitionProfileForm
     list_display = ["region", "updated_at"]
 
@@ -99,7 +84,7 @@ class AcquisitionProfileAdmin(ReadOnlyHistoryMixin, SimpleHistoryAdmin):
 
 
 @admin.register(DicomPeer)
-class DicomPeerAdmin(ReadOnlyHistoryMixin, SimpleHistoryAdmin):
+class DicomPeerAdmin(ServiceHistoryAdmin):
     list_display = ["ae_title", "hospital", "is_active", "description"]
     list_filter = ["is_active"]
     search_fields = ["ae_title", "description"]
@@ -152,6 +137,10 @@ class SeriesInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        # Each row shows the series' __str__, which names its study and case.
+        return super().get_queryset(request).select_related("study__case")
 
     @admin.display(description="Previews")
     def thumbnails(self, series):
@@ -273,11 +262,12 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
             *super().get_urls(),
         ]
 
-    def _review_refusal(self, request, study) -> DomainError | None:
-        """Why study_review_sign would refuse this user now (its own guard: the
-        study accepted and not yet reviewed, manage_case on the case), or None."""
+    @staticmethod
+    def _refusal(guard, request, study) -> DomainError | None:
+        """Why the service behind ``guard`` (``services.require_reviewable``,
+        ``services.require_evaluable``) would refuse this user now, or None."""
         try:
-            services.require_reviewable(request.user, study)
+            guard(request.user, study)
         except DomainError as exc:
             return exc
         return None
@@ -291,15 +281,14 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
                 args=[study.pk],
                 current_app=self.admin_site.name,
             )
-            if self._review_refusal(request, study) is None
+            if self._refusal(services.require_reviewable, request, study) is None
             else None,
             "evaluate_url": reverse(
                 "admin:cases_imagingstudy_evaluate",
                 args=[study.pk],
                 current_app=self.admin_site.name,
             )
-            if study.status == ImagingStudy.Status.RECEIVING
-            and has_object_perm(request.user, "manage_case", study)
+            if self._refusal(services.require_evaluable, request, study) is None
             else None,
         }
         return super().change_view(request, object_id, form_url, extra_context)
@@ -328,7 +317,7 @@ class ImagingStudyAdmin(GatedAdminMixin, SimpleHistoryAdmin):
         asks for each finding and the password. Not in a transaction: a refused
         attempt stays recorded."""
         study = self.get_visible_object(request, object_id)
-        refusal = self._review_refusal(request, study)
+        refusal = self._refusal(services.require_reviewable, request, study)
         if refusal is not None:
             # No form that cannot succeed: refused is 403, a study in the wrong
             # state goes back to its page with the reason.

@@ -27,12 +27,7 @@ from django.conf import settings
 from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import quality
-from cases.imaging.deid import (
-    deidentify_file,
-    deidentify_split,
-    read_split,
-    write_split,
-)
+from cases.imaging.deid import deidentify_stream, read_split
 from psi.crypto import identity_hmac
 from psi.files import stored_file_adopt
 from psi.models import StoredFile
@@ -141,7 +136,7 @@ class Intake:
         disk, the storage) raises, so the job is retried."""
         try:
             with path.open("rb") as fp:
-                prepared = self._prepare(index, path, fp)
+                prepared = self._prepare(index, fp)
         except Exception:  # pydicom raises many types on damaged input
             log.warning("imaging object %s of a batch unreadable", index)
             self.fail(index, UNREADABLE)
@@ -149,7 +144,7 @@ class Intake:
         if prepared is not None:
             self._keep(index, *prepared)
 
-    def _prepare(self, index: int, path: Path, fp):
+    def _prepare(self, index: int, fp):
         """Check and de-identify one object into the work folder; None if it
         fails or is a duplicate."""
         split = read_split(fp)
@@ -191,12 +186,8 @@ class Intake:
             "uid_secret": settings.UID_SECRET.encode(),
             "date_offset_days": self.offset,
         }
-        if split.simple:
-            result = deidentify_split(split, **kwargs)
-            with out_path.open("xb") as out:
-                write_split(out, split.header, fp, split)
-        else:
-            result = deidentify_file(path, out_path, **kwargs)
+        with out_path.open("xb") as handle:
+            result = deidentify_stream(fp, split, handle, **kwargs)
         out = result.dataset
         if text(out, "StudyInstanceUID") in self.reviewed:
             out_path.unlink()

@@ -8,8 +8,8 @@ anyone else gets an A-ASSOCIATE-RJ before a byte of a dataset is accepted.
 Each object is routed by its Accession Number, which the hospital sets to the case
 reference, within the calling peer's hospital only. An object is staged as the raw
 bytes the peer sent (file meta in front, never decoded and re-encoded), durably
-(fsync, then rename), and handed to the ingest in batches per case: when a batch is
-full, when it has waited long enough, and when the association ends.
+(``staging.stage_chunks``: fsynced), and handed to the ingest in batches per case:
+when a batch is full, when it has waited long enough, and when the association ends.
 
 Logs carry AE titles, case references and counts, never patient identity or the
 hospital's UIDs.
@@ -24,7 +24,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -338,7 +337,8 @@ class Listener:
 
     def _hand_over(self, ae_title: str, batch: _Batch) -> None:
         case_id = batch.case.id
-        # The renames are durable before the job can name the files.
+        # The staged files' directory entries are durable before the job can name
+        # the files.
         _fsync_dir(staging.staging_dir(case_id))
         try:
             with transaction.atomic():
@@ -435,7 +435,7 @@ class Listener:
             session.refused += 1
             return refusal
         try:
-            path = _write_durably(staging.staging_dir(case.id), *part10(event))
+            path = staging.stage_chunks(case.id, part10(event))
         except OSError:
             logger.exception("staging failed for %s", case.reference)
             return _status(OUT_OF_RESOURCES, "Could not store the object")
@@ -496,25 +496,6 @@ class Listener:
                 session.received,
                 session.refused,
             )
-
-
-def _write_durably(folder: Path, *parts: bytes | memoryview) -> Path:
-    """Write ``parts`` under a temporary name, fsync, rename to a random ``.dcm``
-    name: the ingest never sees a partial file."""
-    name = uuid.uuid4().hex
-    temporary = folder / f".{name}.part"
-    final = folder / f"{name}.dcm"
-    try:
-        with temporary.open("xb") as handle:
-            for part in parts:
-                handle.write(part)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return final
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 
 from cases.imaging.models import ImagingSeries, ImagingStudy
-from psi.errors import NotVisible
 from psi.permissions import restrict
 
 
@@ -22,16 +21,5 @@ def study_list_visible_to(user) -> QuerySet[ImagingStudy]:
     return restrict(study_queryset(), user)
 
 
-def study_get(user, pk) -> ImagingStudy:
-    study = study_list_visible_to(user).filter(pk=pk).first()
-    if study is None:
-        raise NotVisible("No imaging study matches the given query.")
-    return study
-
-
 def series_list_visible_to(user) -> QuerySet[ImagingSeries]:
     return restrict(ImagingSeries.objects.select_related("study"), user)
-
-
-def studies_of_case(user, case) -> QuerySet[ImagingStudy]:
-    return study_list_visible_to(user).filter(case=case)

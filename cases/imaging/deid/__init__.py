@@ -93,6 +93,7 @@ from .engine import (
     deidentify,
     deidentify_file,
     deidentify_split,
+    deidentify_stream,
 )
 from .options import (
     BASIC_PROFILE_ONLY,
@@ -126,6 +127,7 @@ __all__ = [
     "deidentify",
     "deidentify_file",
     "deidentify_split",
+    "deidentify_stream",
     "load_table",
     "pseudonymous_uid",
     "quarantine_reason",

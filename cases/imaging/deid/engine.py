@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
@@ -478,6 +478,29 @@ def deidentify_split(split: Split, **kwargs: Any) -> DeidResult:
     return result
 
 
+def deidentify_stream(
+    src: BinaryIO, split: Split, dst: BinaryIO, **kwargs: Any
+) -> DeidResult:
+    """De-identify the Part 10 file open as ``src``, whose header ``read_split``
+    has read (``split``, complete), and write the result to ``dst``.
+
+    The pixel data element is copied behind the new header byte for byte when the
+    file has the simple shape; otherwise the file is read again from ``src`` with
+    its large values deferred and written by pydicom. Either way the pixels are
+    never decoded. ``kwargs`` are those of :func:`deidentify`."""
+    if split.simple:
+        result = deidentify_split(split, **kwargs)
+        write_split(dst, split.header, src, split)
+        return result
+    # Read from the open file: the writer then reads the deferred values through
+    # it instead of opening and checking the file again.
+    src.seek(0)
+    ds = pydicom.dcmread(src, defer_size=DEFER_SIZE)
+    result = deidentify(ds, **kwargs)
+    pydicom.dcmwrite(dst, ds, enforce_file_format=True)
+    return result
+
+
 def deidentify_file(
     src_path: str | os.PathLike[str],
     dst_path: str | os.PathLike[str],
@@ -515,17 +538,8 @@ def deidentify_file(
             split = read_split(fp)
             if not split.complete:
                 raise ValueError("the file is truncated: its pixel data is short")
-            if split.simple:
-                result = deidentify_split(split, **kwargs)
-                with partial.open("xb") as out:
-                    write_split(out, split.header, fp, split)
-            else:
-                # Read from the open file: the writer then reads the deferred
-                # values through it instead of opening and checking the file again.
-                fp.seek(0)
-                ds = pydicom.dcmread(fp, defer_size=DEFER_SIZE)
-                result = deidentify(ds, **kwargs)
-                pydicom.dcmwrite(partial, ds, enforce_file_format=True, overwrite=False)
+            with partial.open("xb") as out:
+                result = deidentify_stream(fp, split, out, **kwargs)
         if overwrite:
             os.replace(partial, dst)
         else:

@@ -29,7 +29,7 @@ from cases.imaging.quality.checks import (
     kernel_allowed,
     lossy_reason,
 )
-from cases.imaging.quality.headers import SliceHeader, Vec, group_series, read_headers
+from cases.imaging.quality.headers import SliceHeader, Vec
 from cases.imaging.quality.profiles import (
     BONE_KERNELS,
     DEFAULT_PROFILES,
@@ -64,9 +64,7 @@ __all__ = [
     "check_series",
     "choose_series",
     "default_profile",
-    "group_series",
     "kernel_allowed",
     "lossy_reason",
-    "read_headers",
     "study_verdict",
 ]

@@ -606,7 +606,6 @@ def check_series(headers: Sequence[Any], profile: AcquisitionProfile) -> SeriesR
         h if isinstance(h, SliceHeader) else SliceHeader.from_dataset(h)
         for h in headers
     ]
-    first = slices[0] if slices else SliceHeader()
     if not slices:
         return SeriesReport(
             series_instance_uid=None,
@@ -624,6 +623,7 @@ def check_series(headers: Sequence[Any], profile: AcquisitionProfile) -> SeriesR
                 ),
             ),
         )
+    first = slices[0]
     geo = _geometry(slices, profile)
     coverage, coverage_check = _check_coverage(slices, profile, geo)
     checks: list[CheckResult] = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,21 +166,3 @@ class SliceHeader:
             reconstruction_diameter=_float(text(0x00181100)),
             number_of_frames=_int(text(0x00280008)),
         )
-
-
-def read_headers(paths: Iterable[Any]) -> list[SliceHeader]:
-    """Headers of DICOM files, read without their pixel data."""
-    from pydicom import dcmread
-
-    return [
-        SliceHeader.from_dataset(dcmread(p, stop_before_pixels=True)) for p in paths
-    ]
-
-
-def group_series(headers: Iterable[Any]) -> dict[str, list[SliceHeader]]:
-    """Headers split by Series Instance UID, in their original order."""
-    series: dict[str, list[SliceHeader]] = {}
-    for h in headers:
-        header = h if isinstance(h, SliceHeader) else SliceHeader.from_dataset(h)
-        series.setdefault(header.series_instance_uid or "", []).append(header)
-    return series

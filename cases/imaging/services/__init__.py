@@ -20,6 +20,7 @@ Modules: ``gate`` (which cases take imaging, from whom), ``ingest``, ``evaluatio
 
 from cases.imaging.services.evaluation import (
     evaluation_schedule,
+    require_evaluable,
     study_evaluate,
     study_evaluation_request,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "ingest_enqueue",
     "may_send",
     "previews_enqueue",
+    "require_evaluable",
     "require_reviewable",
     "series_previews_make",
     "study_evaluate",

@@ -78,22 +78,31 @@ def evaluation_schedule(
     )
 
 
+def require_evaluable(actor, study: ImagingStudy) -> None:
+    """Refuse unless ``actor`` may ask now for ``study`` to be judged: the
+    manufacturer's staff, a study still receiving. Interfaces ask it to decide
+    whether to offer the request; the request asks it again."""
+    require_object_perm(actor, "view", study)
+    if not has_object_perm(actor, "manage_case", study):
+        raise PermissionRefused("Only the manufacturer's staff ask for a judgement.")
+    if study.status != ImagingStudy.Status.RECEIVING:
+        raise Conflict(
+            f"The study is already {study.get_status_display().lower()}.",
+            status=study.status,
+        )
+
+
 def study_evaluation_request(*, actor, study: ImagingStudy) -> Job:
     """Judge now a study still receiving, at a person's request: its sender will
     send nothing more but could not say so (a listener stopped mid-association, a
     STOW-RS client done early, an ingest that failed for good). The manufacturer's
     staff may ask; the request is audited and the evaluation queued at once."""
-    require_object_perm(actor, "view", study)
-    if not has_object_perm(actor, "manage_case", study):
-        raise PermissionRefused("Only the manufacturer's staff ask for a judgement.")
+    require_evaluable(actor, study)
     with transaction.atomic():
         case = locked_case(study.case_id)
         study = ImagingStudy.objects.select_for_update().get(pk=study.pk)
-        if study.status != ImagingStudy.Status.RECEIVING:
-            raise Conflict(
-                f"The study is already {study.get_status_display().lower()}.",
-                status=study.status,
-            )
+        # Again under the lock: an evaluation may have judged it meanwhile.
+        require_evaluable(actor, study)
         if _ingest_pending(case.pk):
             raise Conflict(
                 "Objects of this case are still being ingested; the study is judged "

@@ -119,7 +119,8 @@ def _patient_date_offset(patient) -> int:
     return int(key.date_offset_days)
 
 
-def _shifted_date(value) -> datetime.date | None:
+def _dicom_date(value) -> datetime.date | None:
+    """A DICOM DA value (already shifted by the de-identification) as a date."""
     try:
         return datetime.datetime.strptime(str(value), "%Y%m%d").date()
     except (TypeError, ValueError):
@@ -311,7 +312,7 @@ def _study_for(case, fresh: list[Received], intake: Intake, params) -> ImagingSt
         defaults={
             "case": case,
             "modality": first.meta["modality"] if first else "",
-            "study_date": _shifted_date(first.meta["study_date"]) if first else None,
+            "study_date": _dicom_date(first.meta["study_date"]) if first else None,
             "description": first.meta["study_description"] if first else "",
             "status": ImagingStudy.Status.RECEIVING,
             "source": params["source"],

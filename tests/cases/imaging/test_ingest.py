@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cases.imaging import quality
 from cases.imaging.models import (
@@ -124,6 +126,34 @@ def test_same_series_twice_is_stored_once(
     assert ImagingInstance.objects.filter(case=submitted).count() == SLICES
     assert ImagingStudy.objects.filter(case=submitted).count() == 1
     assert StoredFile.objects.count() == files
+
+
+def test_a_file_of_a_less_simple_shape_is_ingested_through_the_general_path(
+    submitted, surgeon, tmp_path, django_capture_on_commit_callbacks
+):
+    # Deflated: the pixel data cannot be copied behind a new header byte for byte.
+    spec = PhantomSpec(
+        slices=2,
+        rows=64,
+        columns=64,
+        seed=13,
+        transfer_syntax=DeflatedExplicitVRLittleEndian,
+    )
+    paths = write_series(tmp_path, spec)
+
+    job = ingest(submitted, surgeon, paths, django_capture_on_commit_callbacks)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["accepted"] == 2, job.result
+    instance = ImagingInstance.objects.filter(case=submitted).order_by("pk").first()
+    with stored_file_open(instance.file) as handle:
+        stored = dcmread(handle)
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert str(stored.PatientName) == submitted.patient.pseudonym
+    assert not stored.get("PatientBirthDate")
+    assert stored.pixel_array.tobytes() in {
+        dcmread(p).pixel_array.tobytes() for p in paths
+    }
 
 
 def test_thick_slices_are_rejected_and_a_rescan_requested(

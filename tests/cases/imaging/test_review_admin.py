@@ -10,13 +10,20 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.html import escape
 
 from cases import services as case_services
 from cases.imaging import quality
-from cases.imaging.models import AcquisitionProfile, DicomPeer, ImagingStudy
+from cases.imaging.models import (
+    AcquisitionProfile,
+    DicomPeer,
+    ImagingSeries,
+    ImagingStudy,
+)
 from cases.imaging.services import REVIEW_FINDINGS, study_review_passed
 from cases.models import Case
 from psi.errors import Conflict
@@ -291,6 +298,30 @@ def test_case_roles_open_the_study_pages(personas, study, role, reads_report):
         assert "Quality report" in response.text
         assert ("(0010,0030)" in response.text) is reads_report
         assert ("De-identification report" in response.text) is reads_report
+
+
+def test_the_study_page_costs_the_same_queries_for_more_series(study, designer):
+    def add_series(count: int) -> None:
+        for number in range(count):
+            ImagingSeries.objects.create(
+                study=study,
+                series_uid=f"2.25.{uuid.uuid4().int}",
+                series_number=number + 1,
+                previews={"axial": 1},
+            )
+
+    def queries_of_the_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(study_admin(study)).status_code == 200
+        return len(queries)
+
+    client = staff_client(designer)
+    add_series(1)
+    queries_of_the_page()  # caches warmed (content types)
+    one = queries_of_the_page()
+    add_series(4)
+
+    assert queries_of_the_page() == one
 
 
 def test_production_opens_the_study_page(manufacturer, study):
