@@ -77,12 +77,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
-        "--fallback",
-        action="store_true",
-        help="measure the bench's own minimal list view even if the real "
-        "endpoint exists",
-    )
-    parser.add_argument(
         "--plans", action="store_true", help="print the full EXPLAIN ANALYZE plans"
     )
     return parser.parse_args()
@@ -109,8 +103,9 @@ def _server_conninfo(url: str) -> tuple[dict, str]:
     return conninfo, name
 
 
-def prepare_database(url: str, reuse: bool) -> bool:
-    """Create the database if needed; True if it was (re)created empty."""
+def prepare_database(url: str, *, reuse: bool = False, marker: str = MARKER) -> bool:
+    """Create the database if needed; True if it was (re)created empty. An existing
+    one is dropped only if its comment is ``marker`` (a bench made it)."""
     import psycopg
     from psycopg import sql
 
@@ -124,10 +119,10 @@ def prepare_database(url: str, reuse: bool) -> bool:
         if row is not None and reuse:
             return False
         if row is not None:
-            if row[0] != MARKER:
+            if row[0] != marker:
                 sys.exit(
                     f"Database {name!r} exists and was not created by this script; "
-                    "refusing to drop it. Use --reuse, or another --database-url."
+                    "refusing to drop it. Use another --database-url."
                 )
             conn.execute(
                 sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
@@ -135,7 +130,7 @@ def prepare_database(url: str, reuse: bool) -> bool:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         conn.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(name), sql.Literal(MARKER)
+                sql.Identifier(name), sql.Literal(marker)
             )
         )
     return True
@@ -525,66 +520,14 @@ def _stepper():
 # --- measuring --------------------------------------------------------------------
 
 
-def _fallback_urlconf():
-    """A minimal list view over cases.selectors.case_list_visible_to, mounted at the
-    real endpoint's path, for when cases/api.py does not exist yet."""
-    import types
+def endpoint_name() -> str:
+    from django.urls import Resolver404, resolve
 
-    from django.urls import include, path
-    from rest_framework import generics
-
-    from cases.selectors import case_list_visible_to
-
-    class BenchCaseList(generics.ListAPIView):
-        # The selector already applies the gate; the default VisibleToUser filter
-        # would apply it a second time.
-        filter_backends: list = []
-
-        def get_queryset(self):
-            return case_list_visible_to(self.request.user)
-
-        def list(self, request, *args, **kwargs):
-            page = self.paginate_queryset(self.get_queryset())
-            return self.get_paginated_response(
-                [
-                    {
-                        "id": case.pk,
-                        "reference": case.reference,
-                        "status": case.status,
-                        "patient": case.patient.pseudonym,
-                        "hospital": case.hospital.name,
-                        "manufacturer": case.manufacturer.name,
-                        "prescriber": case.prescriber.get_full_name(),
-                        "anatomical_region": case.anatomical_region,
-                        "urgency": case.urgency,
-                        "created_at": case.created_at.isoformat(),
-                    }
-                    for case in page
-                ]
-            )
-
-    module = types.ModuleType("bench_api_cases_urls")
-    module.urlpatterns = [
-        path(LIST_URL.lstrip("/"), BenchCaseList.as_view()),
-        path("", include("psi.urls")),
-    ]
-    sys.modules[module.__name__] = module
-    return module.__name__
-
-
-def choose_endpoint(force_fallback: bool) -> str:
-    from django.conf import settings
-    from django.urls import Resolver404, clear_url_caches, resolve
-
-    if not force_fallback:
-        try:
-            match = resolve(LIST_URL)
-            return f"real endpoint {match.func.__module__}.{match.func.__name__}"
-        except Resolver404:
-            pass
-    settings.ROOT_URLCONF = _fallback_urlconf()
-    clear_url_caches()
-    return "fallback view in bench/api_cases.py over case_list_visible_to()"
+    try:
+        match = resolve(LIST_URL)
+    except Resolver404:
+        sys.exit(f"No view answers {LIST_URL}.")
+    return f"{match.func.__module__}.{match.func.__name__}"
 
 
 def _p95(samples: list[float]) -> float:
@@ -790,7 +733,7 @@ def print_plans(plans, *, full: bool) -> None:
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
-    fresh = prepare_database(args.database_url, args.reuse)
+    fresh = prepare_database(args.database_url, reuse=args.reuse)
     setup_django(args.database_url)
 
     from django.conf import settings
@@ -818,9 +761,8 @@ def main() -> None:
         f"{CaseGroupObjectPermission.objects.count()} case group permissions; "
         f"PostgreSQL {connection.pg_version // 10000}."
     )
-    endpoint = choose_endpoint(args.fallback)
     print(
-        f"Measuring GET {LIST_URL}?page_size={PAGE_SIZE} via {endpoint}; "
+        f"Measuring GET {LIST_URL}?page_size={PAGE_SIZE} via {endpoint_name()}; "
         f"DEBUG={settings.DEBUG}; {args.warmup} warm-up and {args.repeat} timed "
         "requests per row, taken in turn."
     )

@@ -36,11 +36,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.api_cases import prepare_database  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/psi_bench_ingest"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/12"
@@ -70,26 +71,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- the database -----------------------------------------------------------------
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-            "WHERE datname = %s",
-            [name],
-        ).fetchone()
-        if row is not None:
-            if row[0] != MARKER:
-                sys.exit(f"refusing to drop database {name!r}: not made by this bench")
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-        conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{MARKER}'")
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -426,7 +407,7 @@ def main() -> None:
     if shutil.which("storescu") is None:
         sys.exit("storescu not found: install dcmtk")
     sizes = [int(s) for s in args.slices.split(",") if s.strip()]
-    recreate_database(args.database_url)
+    prepare_database(args.database_url, marker=MARKER)
     with tempfile.TemporaryDirectory(prefix="psi-bench-ingest-") as tmp:
         folder = Path(tmp)
         env = {

@@ -119,6 +119,11 @@ def staff_outsider(outsider):
 
 
 @pytest.fixture
+def staff_designer(designer):
+    return _staff(designer)
+
+
+@pytest.fixture
 def consent_form(superuser):
     return consent_form_create(
         actor=superuser,

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def staff_designer(designer):
-    designer.is_staff = True
-    designer.save(update_fields=["is_staff"])
-    return designer
-
-
-@pytest.fixture
 def accepted_study(make_case):
     return ImagingStudy.objects.create(
         case=make_case(),

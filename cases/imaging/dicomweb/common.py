@@ -3,6 +3,7 @@ elements and the URLs of de-identified objects."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from django.conf import settings
@@ -19,9 +20,7 @@ CHUNK = 1024 * 1024
 
 
 def dicom_json(body, status: int = 200, **headers) -> JsonResponse:
-    response = JsonResponse(
-        body, status=status, safe=False, content_type=DICOM_JSON, json_dumps_params={}
-    )
+    response = JsonResponse(body, status=status, safe=False, content_type=DICOM_JSON)
     for name, value in headers.items():
         response[name] = value
     return response
@@ -43,11 +42,9 @@ def warning(text: str) -> str:
 
 
 def _user(request):
-    """The token's user; a session's user for reads only (no CSRF on writes)."""
-    try:
-        result = TokenAuthentication().authenticate(request)
-    except AuthenticationFailed:
-        return None
+    """The token's user; a session's user for reads only (no CSRF on writes).
+    AuthenticationFailed for a token that is not valid."""
+    result = TokenAuthentication().authenticate(request)
     if result is not None:
         return result[0]
     user = getattr(request, "user", None)
@@ -65,14 +62,16 @@ def authenticated(view: Callable) -> Callable:
     authentication; anonymous callers get 401."""
 
     @csrf_exempt
+    @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
-        user = _user(request)
+        try:
+            user = _user(request)
+        except AuthenticationFailed as failed:
+            return problem(401, str(failed.detail))
         if user is None:
             return problem(401, "Authentication credentials were not provided.")
         return view(request, user, *args, **kwargs)
 
-    wrapped.__name__ = view.__name__
-    wrapped.__doc__ = view.__doc__
     return wrapped
 
 
@@ -83,6 +82,10 @@ def element(vr: str, *values) -> dict:
 
 def study_url(request, study_uid: str) -> str:
     return request.build_absolute_uri(reverse("dicomweb-study", args=[study_uid]))
+
+
+def series_url(request, study: str, series: str) -> str:
+    return request.build_absolute_uri(reverse("dicomweb-series", args=[study, series]))
 
 
 def instance_url(request, study: str, series: str, instance: str) -> str:

@@ -3,7 +3,6 @@ STOW-RS body is never held whole in memory, nor is a WADO-RS answer."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
@@ -19,18 +18,6 @@ _MAX_PART_HEADERS = 16 * 1024
 
 class Unparsable(Exception):
     """The body is not well-formed ``multipart/related``; the text says why."""
-
-
-def boundary_of(content_type: str) -> bytes | None:
-    """The boundary of a ``multipart/related`` content type; ``b""`` when it has
-    none, None when the type is another one."""
-    main, _, params = content_type.partition(";")
-    if main.strip().lower() != "multipart/related":
-        return None
-    found = re.search(r'boundary\s*=\s*("([^"]+)"|[^;\s]+)', params, re.IGNORECASE)
-    if not found:
-        return b""
-    return (found.group(2) or found.group(1)).encode("latin-1")
 
 
 class MultipartReader:
@@ -98,15 +85,13 @@ class MultipartReader:
         self.buffer = self.buffer[index + len(self.delimiter) :]
         while self._after_delimiter():
             end = self._find(b"\r\n\r\n", limit=_MAX_PART_HEADERS)
-            if end == 0:
-                headers = {}
-            else:
-                headers = {}
-                for line in self.buffer[:end].decode("latin-1").split("\r\n"):
-                    name, sep, value = line.partition(":")
-                    if not sep:
-                        raise Unparsable("A part header is malformed.")
-                    headers[name.strip().lower()] = value.strip()
+            head = self.buffer[:end].decode("latin-1")
+            headers: dict[str, str] = {}
+            for line in head.split("\r\n") if head else ():
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise Unparsable("A part header is malformed.")
+                headers[name.strip().lower()] = value.strip()
             self.buffer = self.buffer[end + 4 :]
             content = self._content()
             yield headers, content

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable
 
 from django.db.models import Q, QuerySet
 from django.http import HttpResponse
-from django.urls import reverse
 
 from cases.imaging.dicomweb.common import (
     dicom_json,
     element,
     instance_url,
     problem,
+    series_url,
     study_url,
     warning,
 )
@@ -190,10 +190,9 @@ def search_studies(request, user) -> HttpResponse:
 def search_series(request, user, study: str) -> HttpResponse:
     def computed(rows: list[dict]) -> Iterable[dict]:
         for row in rows:
-            url = reverse("dicomweb-series", args=[study, row["series_uid"]])
             yield {
                 "InstanceAvailability": "ONLINE",
-                "RetrieveURL": request.build_absolute_uri(url),
+                "RetrieveURL": series_url(request, study, row["series_uid"]),
                 "StudyInstanceUID": study,
             }
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pydicom
 from django.conf import settings
 from django.http import HttpResponse
+from django.utils.http import parse_header_parameters
 from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import services
@@ -22,11 +23,7 @@ from cases.imaging.dicomweb.common import (
     study_url,
     warning,
 )
-from cases.imaging.dicomweb.multipart import (
-    MultipartReader,
-    Unparsable,
-    boundary_of,
-)
+from cases.imaging.dicomweb.multipart import MultipartReader, Unparsable
 from cases.imaging.models import ImagingStudy
 from cases.imaging.staging import stage_chunks, unstage
 from cases.selectors import case_list_visible_to
@@ -71,7 +68,7 @@ class _Stow:
         self.budget = settings.PSI_UPLOAD_MAX_BYTES
         self.used = 0
 
-    def fail(self, number: int, uids: dict, code: int, text: str) -> None:
+    def fail(self, uids: dict, code: int, text: str) -> None:
         item = {"00081197": element("US", code)}
         if uids.get("SOPClassUID"):
             item["00081150"] = element("UI", uids["SOPClassUID"])
@@ -107,10 +104,10 @@ class _Stow:
                 raise _TooLarge
             yield chunk
 
-    def part(self, number: int, headers: dict, content: Iterator[bytes]) -> None:
+    def part(self, headers: dict, content: Iterator[bytes]) -> None:
         kind = headers.get("content-type", "application/dicom").split(";")[0]
         if kind.strip().lower() != "application/dicom":
-            self.fail(number, {}, SOP_CLASS_NOT_SUPPORTED, "Not application/dicom.")
+            self.fail({}, SOP_CLASS_NOT_SUPPORTED, "Not application/dicom.")
             return
         head, content = b"", self._counted(content)
         for chunk in content:
@@ -123,29 +120,25 @@ class _Stow:
             head = bytes(128) + b"DICM" + head
         uids = _peek(head)
         if uids is None:
-            self.fail(number, {}, CANNOT_UNDERSTAND, "Not a readable DICOM object.")
+            self.fail({}, CANNOT_UNDERSTAND, "Not a readable DICOM object.")
             return
         if not uids["SOPInstanceUID"] or not uids["SOPClassUID"]:
-            self.fail(number, uids, CANNOT_UNDERSTAND, "SOP UIDs are missing.")
+            self.fail(uids, CANNOT_UNDERSTAND, "SOP UIDs are missing.")
             return
         if uids["TransferSyntaxUID"] not in AllTransferSyntaxes:
             self.fail(
-                number,
                 uids,
                 TRANSFER_SYNTAX_NOT_SUPPORTED,
                 "Unsupported transfer syntax.",
             )
             return
         if self.study_uid and uids["StudyInstanceUID"] != self.study_uid:
-            self.fail(
-                number, uids, DOES_NOT_MATCH, "Belongs to another study than the URL."
-            )
+            self.fail(uids, DOES_NOT_MATCH, "Belongs to another study than the URL.")
             return
         reference = self.override or uids["AccessionNumber"]
         case, reason = self.case_for(reference) if reference else (None, "")
         if case is None:
             self.fail(
-                number,
                 uids,
                 PROCESSING_FAILURE,
                 reason or "No Accession Number and no X-PSI-Case header.",
@@ -153,7 +146,7 @@ class _Stow:
             return
         path = stage_chunks(case.pk, itertools.chain((head,), content))
         self.case_by_id[case.pk] = case
-        self.staged.setdefault(case.pk, []).append((str(path), uids | {"n": number}))
+        self.staged.setdefault(case.pk, []).append((str(path), uids))
 
     def all_paths(self) -> list[str]:
         return [p for items in self.staged.values() for p, _ in items]
@@ -176,7 +169,7 @@ class _Stow:
             except DomainError as refusal:
                 unstage(paths)
                 for _, uids in items:
-                    self.fail(uids["n"], uids, PROCESSING_FAILURE, refusal.message)
+                    self.fail(uids, PROCESSING_FAILURE, refusal.message)
                 continue
             except BaseException:
                 # Files of cases not yet handed to a job would stay behind.
@@ -202,21 +195,22 @@ def _peek(head: bytes) -> dict[str, str] | None:
 def stow(request, user, study_uid: str | None) -> HttpResponse:
     """Store the objects of a STOW-RS request; ``study_uid`` when the URL names
     the study they must belong to."""
-    full_type = request.META.get("CONTENT_TYPE", "")
-    boundary = boundary_of(full_type)
-    if boundary is None or 'type="application/dicom"' not in full_type.replace(
-        "type=application/dicom", 'type="application/dicom"'
+    media_type, params = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))
+    if (
+        media_type != "multipart/related"
+        or params.get("type", "").lower() != "application/dicom"
     ):
         return problem(
             415, 'Send multipart/related; type="application/dicom" with a boundary.'
         )
+    boundary = params.get("boundary", "").encode("latin-1")
     if not boundary:
         return problem(400, "The multipart/related body has no boundary.")
     batch = _Stow(request, user, study_uid)
     try:
         reader = MultipartReader(request, boundary)
-        for number, (headers, content) in enumerate(reader.parts(), 1):
-            batch.part(number, headers, content)
+        for headers, content in reader.parts():
+            batch.part(headers, content)
     except Unparsable as unparsable:
         unstage(batch.all_paths())
         return problem(400, str(unparsable))

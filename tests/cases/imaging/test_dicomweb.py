@@ -272,6 +272,35 @@ def test_wrong_content_type_is_415(server, surgeon):
     assert answer.status_code == 415
 
 
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ('multipart/related; type="application/dicom+json"; boundary=xyz', 415),
+        ("multipart/related; type=application/dicom+json; boundary=xyz", 415),
+        ("multipart/related; boundary=xyz", 415),
+        ('multipart/related; type="application/dicom"', 400),  # no boundary
+        # Media types and parameter names are case-insensitive (RFC 9110 8.3.1).
+        ('Multipart/Related; Type="Application/DICOM"; boundary=xyz', 400),
+    ],
+)
+def test_stow_reads_the_content_type_parameters(client, surgeon, content_type, status):
+    answer = client.post(
+        "/dicomweb/studies",
+        data=b"x",  # the test client drops the Content-Type of an empty body
+        content_type=content_type,
+        HTTP_AUTHORIZATION=f"Token {token_for(surgeon)}",
+    )
+    assert answer.status_code == status
+
+
+def test_methods_other_than_read_and_store_are_405(client, surgeon):
+    auth = {"HTTP_AUTHORIZATION": f"Token {token_for(surgeon)}"}
+    assert client.delete("/dicomweb/studies", **auth).status_code == 405
+    assert client.delete("/dicomweb/studies/1.2.3", **auth).status_code == 405
+    assert client.post("/dicomweb/studies/1.2.3/metadata", **auth).status_code == 405
+    assert client.put("/dicomweb/studies/1.2.3/series", **auth).status_code == 405
+
+
 def test_unparsable_body_is_400(server, surgeon):
     answer = requests.post(
         f"{server}/dicomweb/studies",
@@ -295,10 +324,10 @@ def test_anonymous_is_401(server):
     )
     assert answer.status_code == 401
     bad = {"Authorization": "Token not-a-token"}
-    assert (
-        requests.get(f"{server}/dicomweb/studies", headers=bad, timeout=10).status_code
-        == 401
-    )
+    refused = requests.get(f"{server}/dicomweb/studies", headers=bad, timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == "Token"
+    assert "Invalid token" in refused.text
 
 
 def test_stow_into_another_study_is_refused(server, case_at, surgeon):
