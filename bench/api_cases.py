@@ -638,20 +638,33 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def explain(captured: list[dict], model) -> list[tuple]:
-    """EXPLAIN ANALYZE of the request's queries on the case table (warm cache)."""
+    """EXPLAIN ANALYZE of the request's queries on the case table, its group
+    permissions and the user's groups (warm cache); not the token's."""
+    from django.contrib.auth import get_user_model
     from django.db import connection
+    from guardian.utils import get_group_obj_perms_model
 
     table = model._meta.db_table
+    grants = get_group_obj_perms_model(model)._meta.db_table
+    groups = get_user_model()._meta.get_field("groups").m2m_db_table()
     found = []
     for query in captured:
         sql = query["sql"]
-        if not sql.lstrip("(").startswith("SELECT") or f'FROM "{table}"' not in sql:
+        if not sql.lstrip("(").startswith("SELECT"):
             continue
-        head = sql.split(" FROM ")[0]
-        if "COUNT(" in head:
+        if f'FROM "{groups}"' in sql:
+            kind = "groups"  # the user's groups, for the gate
+        elif not (f'FROM "{table}"' in sql or f'FROM "{grants}"' in sql):
+            continue
+        elif sql.startswith("SELECT COUNT("):
             kind = "count"
-        elif head == f'SELECT "{table}"."id" AS "pk"':
-            kind = "ids"
+        elif sql.startswith(
+            (
+                f'SELECT "{table}"."id" AS "pk" ',
+                f'SELECT "{grants}"."content_object_id"',
+            )
+        ):
+            kind = "ids"  # by the filters, or read from the grants alone
         elif sql.startswith("("):
             kind = "grants"  # the union behind allowed_transitions
         else:

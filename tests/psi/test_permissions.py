@@ -11,11 +11,14 @@ from psi.errors import NotVisible, PermissionRefused
 from psi.models import Membership
 from psi.orgs import membership_revoke, user_deactivate
 from psi.permissions import (
+    GrantsInRows,
+    granted_on,
     grantees_cached_for_request,
     has_object_perm,
     is_gated,
     require_object_perm,
     restrict,
+    visible_ids_newest_first,
 )
 
 pytestmark = pytest.mark.django_db
@@ -181,3 +184,69 @@ def test_a_deactivated_user_sees_nothing_even_with_grants(case_a, surgeon):
     with pytest.raises(NotVisible):
         require_object_perm(surgeon, "view", case_a)
     assert not has_object_perm(surgeon, "view", case_a)
+
+
+def test_a_one_group_users_ids_come_newest_first_from_the_grants(make_case, surgeon):
+    cases = [make_case() for _ in range(3)]
+    ids = visible_ids_newest_first(surgeon, Case)
+    assert list(ids) == sorted((case.pk for case in cases), reverse=True)
+    assert list(ids) == list(
+        restrict(Case.objects.order_by("-id"), surgeon).values_list("pk", flat=True)
+    )
+
+
+def test_ids_from_the_grants_alone_only_where_each_id_comes_once(
+    case_a, surgeon, outsider, superuser, hospital_a
+):
+    from django.contrib.auth.models import AnonymousUser
+
+    from psi.models import Role
+    from psi.orgs import membership_grant
+
+    assert visible_ids_newest_first(superuser, Case) is None
+    assert visible_ids_newest_first(AnonymousUser(), Case) is None
+    # A direct grant on a patient is not one on a case.
+    assign_perm("view_patient", outsider, case_a.patient)
+    assert visible_ids_newest_first(outsider, Case) is not None
+    assign_perm("view_case", outsider, case_a)
+    assert visible_ids_newest_first(outsider, Case) is None
+    membership_grant(
+        actor=None, user=surgeon, organisation=hospital_a, role=Role.CASE_COORDINATOR
+    )
+    assert visible_ids_newest_first(surgeon, Case) is None
+    assert visible_cases(surgeon) == {case_a}
+
+
+def _held_in_rows(user, codenames):
+    grants = GrantsInRows(user, Case, codenames)
+    rows = grants.annotate(Case.objects.all()).values("pk", *grants.annotations)
+    return {row["pk"]: grants.held(row) for row in rows}
+
+
+def test_grants_read_in_the_rows_query_are_those_of_the_object_checks(
+    case_a, surgeon, outsider, case_manager
+):
+    codenames = ["view_case", "submit_case", "release_case", "manage_case"]
+    assign_perm("release_case", surgeon, case_a)  # direct, beside the group's
+    assign_perm("view_case", outsider, case_a)
+    for user in (surgeon, outsider, case_manager):
+        held = _held_in_rows(user, codenames)[case_a.pk]
+        assert held == granted_on(user, Case, [case_a.pk], codenames)[case_a.pk]
+    # The group's view_case and the user's own release_case, together.
+    assert {"view_case", "release_case"} <= _held_in_rows(surgeon, codenames)[case_a.pk]
+
+
+def test_grants_in_rows_hold_nothing_for_the_inactive_and_all_for_a_superuser(
+    case_a, surgeon, superuser
+):
+    assert GrantsInRows(superuser, Case, ["view"]).holds_all
+    surgeon.is_active = False
+    grants = GrantsInRows(surgeon, Case, ["view"])
+    assert not grants.holds_all
+    assert _held_in_rows(surgeon, ["view"]) == {case_a.pk: frozenset()}
+
+
+def test_grants_in_rows_follow_the_path_to_the_anchor(prescription_a, surgeon):
+    grants = GrantsInRows(surgeon, Prescription, ["view", "prescribe_case"])
+    (row,) = grants.annotate(Prescription.objects.all()).values(*grants.annotations)
+    assert grants.held(row) == {"view_case", "prescribe_case"}
