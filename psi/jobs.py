@@ -25,6 +25,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import OperationalError, models, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from psi.models import Job
@@ -41,13 +42,36 @@ class JobSuperseded(Exception):
     """This attempt no longer holds the job: it was taken over or already ended."""
 
 
+def tasks_load() -> None:
+    """Import the apps' ``tasks`` modules, so their tasks are registered.
+
+    A worker does this when it starts; a web process or the DICOM listener needs
+    it before its first job. Not Celery's ``import_default_modules``: in a Django
+    project that also runs every system check, a second of CPU in the middle of
+    the first request (or the first DICOM transfer)."""
+    autodiscover_modules("tasks")
+
+
+def jobs_prepare() -> None:
+    """Get a long-running process ready to send jobs: the tasks registered and the
+    broker's client loaded and connected, so the first job does not pay for it
+    (the DICOM listener's first transfer would). A broker that is down now is no
+    error: each job connects again when it is sent."""
+    tasks_load()
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    try:
+        with current_app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+    except Exception:  # noqa: BLE001 - any broker failure means the same here
+        log.warning("the broker is not reachable yet; jobs are sent once it is")
+
+
 def _task(name: str):
     try:
         return current_app.tasks[name]
     except NotRegistered:
-        # Celery discovers the apps' tasks modules when a worker starts; a web
-        # process has not imported them until it sends its first job.
-        current_app.loader.import_default_modules()
+        tasks_load()
         return current_app.tasks[name]
 
 

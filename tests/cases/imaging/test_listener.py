@@ -336,6 +336,32 @@ def test_accepted_connections_do_not_wait_for_delayed_acks(listener, peer):
         assoc.release()
 
 
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_associations_leave_no_descriptor_open(listener, peer):
+    # Each association waits on its socket and on a pipe of its own (_Socket):
+    # the pipe goes when the association ends, however it ends.
+    for end in ("release", "abort", "release"):
+        assoc = _client(listener)
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        getattr(assoc, end)()
+    _settle(listener)
+    before = _open_descriptors()
+    for end in ("release", "abort") * 3:
+        assoc = _client(listener)
+        assert assoc.send_c_echo().Status == 0x0000
+        getattr(assoc, end)()
+    _settle(listener)
+    deadline = time.monotonic() + 5
+    while _open_descriptors() > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the last association's threads are finishing
+    assert _open_descriptors() <= before
+
+
 def test_batch_waiting_too_long_is_handed_over_while_association_stays_open(
     listener, peer, case_at, series_for, enqueued
 ):
