@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -69,26 +70,66 @@ def stored_file_create(
     return stored
 
 
+class DigestWriter:
+    """A file being written, with the SHA-256 and size of what went into it: a
+    caller that writes a file to adopt it passes ``digest`` and the file is not
+    read again. Seeking is refused (a seek back would make the digest wrong)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if (whence == os.SEEK_SET and offset == self.size) or (
+            whence != os.SEEK_SET and offset == 0
+        ):
+            return self.size
+        raise io.UnsupportedOperation("a DigestWriter only writes forward")
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    @property
+    def digest(self) -> tuple[str, int]:
+        return self.sha256.hexdigest(), self.size
+
+
 def stored_file_adopt(
-    *, actor, path: Path, content_type: str, original_name: str = ""
+    *,
+    actor,
+    path: Path,
+    content_type: str,
+    original_name: str = "",
+    digest: tuple[str, int] | None = None,
 ) -> StoredFile:
     """Move a local file the caller wrote into storage under its SHA-256, and
     return its row *unsaved*: a caller adopting many files saves them in one
     ``bulk_create``, in the transaction that records what they belong to.
 
-    On a local file system the file is hard-linked into place, never copied, and
-    the link refuses to replace a file already there (the same bytes, stored
-    before). Elsewhere (S3) it is uploaded. ``path`` is gone afterwards either way.
+    ``digest`` is the file's (SHA-256, size) when the caller wrote it through a
+    :class:`DigestWriter`; otherwise the file is read to hash it. On a local file
+    system the file is hard-linked into place, never copied, and the link refuses
+    to replace a file already there (the same bytes, stored before). Elsewhere
+    (S3) it is uploaded. ``path`` is gone afterwards either way.
     """
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    stored = _stored_file_row(
-        actor, digest.hexdigest(), size, content_type, original_name
-    )
+    if digest is None:
+        sha256 = hashlib.sha256()
+        size = 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                sha256.update(chunk)
+                size += len(chunk)
+        digest = sha256.hexdigest(), size
+    stored = _stored_file_row(actor, *digest, content_type, original_name)
     name = stored.storage_name
     if not _link_into_storage(path, name) and not default_storage.exists(name):
         with path.open("rb") as handle:

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import quality
 from cases.imaging.deid import deidentify_stream, read_split
 from psi.crypto import identity_hmac
-from psi.files import stored_file_adopt
+from psi.files import DigestWriter, stored_file_adopt
 from psi.models import StoredFile
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,18 @@ UNREADABLE = "Not a DICOM file, or the file is truncated."
 def text(ds, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
+
+
+def uid(ds, keyword: str) -> str:
+    """A UID or code string (ASCII, one value) as text, read from the raw element
+    when it is one: decoding it through pydicom costs more than using it."""
+    tag = tag_for_keyword(keyword)
+    if tag in ds:
+        element = ds.get_item(tag)
+        data = element.value if element.is_raw else None
+        if isinstance(data, bytes) and data.isascii() and b"\\" not in data:
+            return data.decode("ascii").rstrip("\x00 ").strip()
+    return text(ds, keyword)
 
 
 @dataclass
@@ -149,7 +162,7 @@ class Intake:
         fails or is a duplicate."""
         split = read_split(fp)
         ds = split.header
-        missing = [label for keyword, label in MANDATORY if not text(ds, keyword)]
+        missing = [label for keyword, label in MANDATORY if not uid(ds, keyword)]
         if missing:
             self.fail(index, f"Missing mandatory attributes: {', '.join(missing)}.")
             return None
@@ -161,9 +174,9 @@ class Intake:
             self.fail(index, "The file is truncated: its image data is incomplete.")
             return None
         original = {
-            "study": text(ds, "StudyInstanceUID"),
-            "series": text(ds, "SeriesInstanceUID"),
-            "instance": text(ds, "SOPInstanceUID"),
+            "study": uid(ds, "StudyInstanceUID"),
+            "series": uid(ds, "SeriesInstanceUID"),
+            "instance": uid(ds, "SOPInstanceUID"),
         }
         patient = {"id": text(ds, "PatientID"), "name": text(ds, "PatientName")}
         if self._study_uid is None:
@@ -187,9 +200,10 @@ class Intake:
             "date_offset_days": self.offset,
         }
         with out_path.open("xb") as handle:
-            result = deidentify_stream(fp, split, handle, **kwargs)
+            written = DigestWriter(handle)
+            result = deidentify_stream(fp, split, written, **kwargs)
         out = result.dataset
-        if text(out, "StudyInstanceUID") in self.reviewed:
+        if uid(out, "StudyInstanceUID") in self.reviewed:
             out_path.unlink()
             self.fail(
                 index,
@@ -201,27 +215,37 @@ class Intake:
         self.reports.append(result.report)
         received = Received(
             hmac=digest,
-            sop_uid=text(out, "SOPInstanceUID"),
-            sop_class_uid=text(out, "SOPClassUID"),
-            series_uid=text(out, "SeriesInstanceUID"),
-            study_uid=text(out, "StudyInstanceUID"),
+            sop_uid=uid(out, "SOPInstanceUID"),
+            sop_class_uid=uid(out, "SOPClassUID"),
+            series_uid=uid(out, "SeriesInstanceUID"),
+            study_uid=uid(out, "StudyInstanceUID"),
             original=original,
             transfer_syntax=str(out.file_meta.get("TransferSyntaxUID") or syntax),
             header=quality.SliceHeader.from_dataset(out),
             file=None,
             meta={
-                "modality": text(out, "Modality")[:16],
+                "modality": uid(out, "Modality")[:16],
                 "study_description": text(out, "StudyDescription")[:200],
                 "series_description": text(out, "SeriesDescription")[:200],
                 "study_date": out.get("StudyDate"),
                 "patient": patient,
             },
         )
-        return received, out_path, result.quarantine_reason
+        return received, out_path, written.digest, result.quarantine_reason
 
-    def _keep(self, index: int, received: Received, out_path: Path, quarantine) -> None:
+    def _keep(
+        self,
+        index: int,
+        received: Received,
+        out_path: Path,
+        digest: tuple[str, int],
+        quarantine,
+    ) -> None:
         stored = stored_file_adopt(
-            actor=self.sender, path=out_path, content_type="application/dicom"
+            actor=self.sender,
+            path=out_path,
+            content_type="application/dicom",
+            digest=digest,
         )
         if quarantine:
             self.quarantined.append(

@@ -22,6 +22,7 @@ from cases.imaging.deid import (
     deidentify,
     deidentify_file,
     pseudonymous_uid,
+    split,
     summarise_by_study,
 )
 from cases.imaging.phantom import PhantomSpec, series, write_series
@@ -458,7 +459,12 @@ def test_a_failed_write_leaves_no_file(ct_files, tmp_path, monkeypatch):
             Path(target).write_bytes(b"half a file")
         raise OSError("disk full")
 
+    def broken_copy(src, dst, length=0):
+        dst.write(b"half the pixels")
+        raise OSError("disk full")
+
     monkeypatch.setattr(pydicom, "dcmwrite", broken_write)
+    monkeypatch.setattr(split.shutil, "copyfileobj", broken_copy)  # the fast path
 
     with pytest.raises(OSError, match="disk full"):
         deidentify_file(ct_files[0], tmp_path / "out.dcm", **KWARGS)

@@ -4,15 +4,18 @@ with the same result."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pydicom
 import pytest
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from cases.imaging.deid import deidentify_file, read_split
+from cases.imaging.deid import deidentify, deidentify_file, read_split
+from cases.imaging.deid.split import encode_header
 from cases.imaging.phantom import PhantomSpec, write_series
 
+from .leaky import make_leaky
 from .support import KWARGS
 
 
@@ -91,3 +94,56 @@ def test_a_truncated_file_is_refused_with_nothing_written(slice_file, tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         deidentify_file(cut, tmp_path / "out.dcm", **KWARGS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.dcm"]
+
+
+def _header(path):
+    with open(path, "rb") as fp:
+        return read_split(fp).header
+
+
+def _pydicom_bytes(header):
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, header, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("deidentified", [False, True], ids=["as-sent", "deid"])
+def test_the_header_encoder_writes_what_pydicom_writes(
+    slice_file, tmp_path, deidentified
+):
+    leaky = make_leaky(pydicom.dcmread(slice_file))  # sequences, private, overlays
+    rich = tmp_path / "rich.dcm"
+    pydicom.dcmwrite(rich, leaky.dataset, enforce_file_format=True)
+    for path in (slice_file, rich):
+        header = _header(path)
+        if deidentified:
+            deidentify(header, **KWARGS)
+        expected = _pydicom_bytes(_copy(header))
+        encoded = encode_header(header)
+        assert encoded is not None
+        assert encoded == expected
+
+
+def _copy(header):
+    """pydicom's writer may convert the elements it reads: give it its own copy."""
+    return copy.deepcopy(header)
+
+
+def test_a_header_to_re_encode_is_left_to_pydicom(slice_file):
+    header = _header(slice_file)
+    header.SpecificCharacterSet = "ISO_IR 192"  # every text value would change
+    assert encode_header(header) is None
+
+    header = _header(slice_file)
+    header.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    assert encode_header(header) is None
+
+
+def test_the_fast_path_file_equals_pydicom_writing_the_same_dataset(
+    slice_file, tmp_path
+):
+    deidentify_file(slice_file, tmp_path / "fast.dcm", **KWARGS)
+    slow = pydicom.dcmread(slice_file)
+    deidentify(slow, **KWARGS)
+    pydicom.dcmwrite(tmp_path / "slow.dcm", slow, enforce_file_format=True)
+    assert (tmp_path / "fast.dcm").read_bytes() == (tmp_path / "slow.dcm").read_bytes()

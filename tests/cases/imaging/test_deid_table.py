@@ -93,3 +93,15 @@ def test_cleaning_beats_keeping_when_options_disagree():
         profile.top_level[0x00080055].action == "X"
     )  # Station AE Title: no AE cleaning
     assert compile_profile(DEFAULT_OPTIONS) is profile  # compiled once
+
+
+def test_a_worker_compiles_the_table_before_it_forks_its_pool():
+    # cases.imaging.tasks runs this on Celery's worker_init, in the main process.
+    from cases.imaging.tasks import deid_table_load
+
+    compile_profile.cache_clear()
+    deid_table_load()
+    assert compile_profile.cache_info().currsize == 1
+    hits = compile_profile.cache_info().hits
+    compile_profile(DEFAULT_OPTIONS)
+    assert compile_profile.cache_info().hits == hits + 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from pydicom import dcmread
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from cases.imaging import quality
 from cases.imaging.models import (
@@ -194,6 +195,27 @@ def test_leak_spot_check_stored_bytes_carry_no_identity(
         assert original.PatientID.encode() not in data
         assert original.StudyInstanceUID.encode() not in data
         assert original.SOPInstanceUID.encode() not in data
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_each_stored_file_has_the_hash_and_size_recorded_for_it(
+    submitted, surgeon, tmp_path, syntax, django_capture_on_commit_callbacks
+):
+    # Hashed while written: the fast path (header encoded, pixels copied) and
+    # pydicom's general path (deflate) alike.
+    spec = PhantomSpec(slices=2, rows=64, columns=64, seed=5, transfer_syntax=syntax)
+    paths = write_series(tmp_path, spec)
+    ingest(submitted, surgeon, paths, django_capture_on_commit_callbacks)
+
+    instances = ImagingInstance.objects.filter(case=submitted).select_related("file")
+    assert len(instances) == 2
+    for instance in instances:
+        with stored_file_open(instance.file) as handle:
+            data = handle.read()
+        assert hashlib.sha256(data).hexdigest() == instance.file.sha256
+        assert len(data) == instance.file.size
 
 
 def test_truncated_and_non_dicom_files_get_a_reason(
