@@ -1,9 +1,17 @@
+import pydicom
 from django.apps import AppConfig
 
 
 class CasesConfig(AppConfig):
     name = "cases"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # pydicom checks each value it decodes and warns of a non-conformant one,
+        # quoting it: a birth date sent as 1970-01-01 would reach the logs. What
+        # matters in a received object is checked by the ingest; pydicom's checks
+        # add only that risk, and a regular expression per value read.
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
     # Model permissions each role's group carries (object permissions on each case
     # are granted by cases.services when the case is created). Imaging studies and

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from cases.imaging import quality
@@ -216,6 +218,28 @@ def test_each_stored_file_has_the_hash_and_size_recorded_for_it(
             data = handle.read()
         assert hashlib.sha256(data).hexdigest() == instance.file.sha256
         assert len(data) == instance.file.size
+
+
+def test_non_conformant_values_are_not_quoted_into_the_logs(
+    submitted, surgeon, tmp_path, caplog, recwarn, django_capture_on_commit_callbacks
+):
+    # A birth date in the wrong format, an accession number with a bad character:
+    # pydicom's checks would warn quoting them.
+    paths = write_series(tmp_path, PhantomSpec(slices=2, rows=64, columns=64, seed=7))
+    for path in paths:
+        ds = dcmread(path)
+        ds[0x00100030] = DataElement(0x00100030, "DA", "1951-03-17")
+        ds[0x00200010] = DataElement(0x00200010, "SH", "ST\u00dcDY-NOT-SH")
+        ds.save_as(path, enforce_file_format=True)
+    recwarn.clear()
+    caplog.set_level(logging.DEBUG)
+
+    job = ingest(submitted, surgeon, paths, django_capture_on_commit_callbacks)
+
+    assert job.result["accepted"] == 2, job.result
+    said = caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert "1951" not in said
+    assert "NOT-SH" not in said
 
 
 def test_truncated_and_non_dicom_files_get_a_reason(
