@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -68,6 +70,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-dicognito", action="store_true")
     parser.add_argument("--timeout", type=float, default=300.0)
     return parser.parse_args()
+
+
+def production_like() -> dict[str, str]:
+    """DEBUG off, as a deployment runs (no query log in every process), with
+    throw-away secrets for this run."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "localhost",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "PSI_IDENTITY_KEYS": Fernet.generate_key().decode(),
+        "PSI_IDENTITY_HMAC_KEY": secrets.token_hex(32),
+        "PSI_UID_SECRET": secrets.token_hex(32),
+    }
 
 
 # --- the database -----------------------------------------------------------------
@@ -242,6 +259,12 @@ class Process:
                     peaks.append(int(line.split()[1]) / 1024)
         return peaks
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) of the process and its children so far."""
+        return sum(
+            _cpu_seconds(pid) for pid in [self.popen.pid, *_children(self.popen.pid)]
+        )
+
     def stop(self) -> None:
         self.popen.terminate()
         try:
@@ -249,6 +272,30 @@ class Process:
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, 9)
             self.popen.wait(timeout=10)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on this host (the bench's database is
+    the only busy one while it runs)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                total += _cpu_seconds(int(stat.parent.name))
+        except OSError:
+            continue
+    return total
 
 
 def _children(pid: int) -> list[int]:
@@ -334,6 +381,12 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
     try:
         worker.wait_for("ready.")
         listener.wait_for("DICOM listener")
+        cpu_before = {
+            "listener": listener.cpu_seconds(),
+            "worker": worker.cpu_seconds(),
+            "postgres": _postgres_cpu_seconds(),
+            "storescu": resource.getrusage(resource.RUSAGE_CHILDREN),
+        }
         start = time.perf_counter()
         sent = subprocess.run(
             ["storescu", "-aet", PEER_AE, "-aec", OUR_AE, "127.0.0.1", str(port)]
@@ -360,6 +413,17 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
                 sys.exit("the study was not judged in time; see " + str(folder))
             time.sleep(0.01)
         total = time.perf_counter() - start
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = cpu_before.pop("storescu")
+        cpu = {
+            "listener": listener.cpu_seconds() - cpu_before["listener"],
+            "worker": worker.cpu_seconds() - cpu_before["worker"],
+            "postgres": _postgres_cpu_seconds() - cpu_before["postgres"],
+            "storescu": children.ru_utime
+            + children.ru_stime
+            - before.ru_utime
+            - before.ru_stime,
+        }
         peaks = worker.peak_rss_mib()
         jobs = _job_times(case)
     finally:
@@ -372,6 +436,7 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
         "instances": study.instance_count,
         "peaks": peaks,
         "jobs": jobs,
+        "cpu": cpu,
     }
 
 
@@ -416,6 +481,7 @@ def main() -> None:
             "CELERY_BROKER_URL": args.broker,
             "PSI_VAR_DIR": str(folder / "var"),
             "DJANGO_SETTINGS_MODULE": "psi.settings",
+            **production_like(),
         }
         setup_django(env)
         from cases.imaging.phantom import PhantomSpec, write_series
@@ -454,6 +520,12 @@ def main() -> None:
             print(f"      of which storescu until done  {rate(n, result['stored'])}")
             for kind, (count, seconds) in sorted(result["jobs"].items()):
                 print(f"      {count} {kind} jobs, {seconds:.2f} s of work in all")
+            cpu = result["cpu"]
+            print(
+                "      CPU seconds until judged: "
+                + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+                + f" ({sum(cpu.values()):.2f} in all, on {os.cpu_count()} CPUs)"
+            )
             peaks = ", ".join(f"{p:.0f}" for p in result["peaks"])
             print(f"      worker peak RSS (MiB, main and pool): {peaks}")
             if result["instances"] != n:
