@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -30,7 +31,11 @@ class FileTooLarge(DomainError):
 
 
 def storage_name_for(sha256: str) -> str:
-    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+    """Where the bytes of ``sha256`` are stored: in one of 256 folders, by the
+    first two hex digits (one level: on a local disk the folders are all made at
+    the first miss, where two levels meant a new folder for most of the first
+    65,536 files; files stored before keep the names their rows hold)."""
+    return f"sha256/{sha256[:2]}/{sha256}"
 
 
 def stored_file_create(
@@ -164,16 +169,30 @@ def _link_into_storage(path: Path, name: str) -> bool:
         target = Path(default_storage.path(name))
     except NotImplementedError:  # not a local file system (S3)
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(path, target)
-    except FileExistsError:
-        return True  # the same bytes, stored before
-    except OSError:  # another file system: link(2) cannot cross it
-        return False
-    if settings.FILE_UPLOAD_PERMISSIONS is not None:
-        os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)
-    return True
+    mode = settings.FILE_UPLOAD_PERMISSIONS
+    if mode is not None and stat.S_IMODE(path.stat().st_mode) != mode:
+        os.chmod(path, mode)  # the inode the link will name
+    for attempt in (1, 2):
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            return True  # the same bytes, stored before
+        except FileNotFoundError:
+            if attempt == 2:
+                return False
+            _make_folders(target.parent.parent)
+        except OSError:  # another file system: link(2) cannot cross it
+            return False
+        else:
+            return True
+    return False
+
+
+def _make_folders(root: Path) -> None:
+    """Make all 256 folders of a local store at once (a new store, or one whose
+    folders someone removed); a file system operation per file saved after."""
+    for shard in range(256):
+        (root / f"{shard:02x}").mkdir(parents=True, exist_ok=True)
 
 
 def stored_file_open(stored: StoredFile) -> IO[bytes]:
