@@ -11,9 +11,11 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 
-from cases.imaging.rawdicom import file_meta, find_accession
+from cases.imaging.rawdicom import file_meta, find_accession, store_success
 
 
 @pytest.mark.parametrize(
@@ -107,3 +109,22 @@ def test_a_dataset_with_an_accession_beyond_its_end_is_not_read_past_it():
     assert (
         find_accession(io.BytesIO(data).getbuffer(), implicit=False) == "C-2026-00042"
     )
+
+
+@pytest.mark.parametrize(
+    ("message_id", "instance"),
+    [(1, "1.2.826.0.1.3680043.10.999.1"), (65535, "1.2.826.0.1.3680043.10.999.12")],
+)
+def test_a_success_response_is_what_pynetdicom_encodes(message_id, instance):
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = message_id
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = instance
+    primitive.Status = 0x0000
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    [pdata] = list(message.encode_msg(3, 16384))
+
+    assert pdata.presentation_data_value_list == [
+        (3, b"\x03" + store_success(message_id, CTImageStorage, instance))
+    ]
