@@ -168,8 +168,7 @@ def test_datetimes_move_their_date_and_keep_time_and_offset():
 
 def test_a_date_that_is_not_a_date_gets_the_basic_action():
     ds = slice_()
-    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
-        ds.StudyDate = "2024-01-15"
+    ds.StudyDate = "2024-01-15"  # pydicom does not check (CasesConfig.ready)
 
     result = deid(ds)
 
