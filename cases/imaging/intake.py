@@ -29,6 +29,7 @@ from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import quality
 from cases.imaging.deid import deidentify_stream, read_split
+from cases.imaging.deid.elements import text_value
 from psi.crypto import identity_hmac
 from psi.files import DigestWriter, stored_file_adopt
 from psi.models import StoredFile
@@ -52,15 +53,9 @@ def text(ds, keyword: str) -> str:
 
 
 def uid(ds, keyword: str) -> str:
-    """A UID or code string (ASCII, one value) as text, read from the raw element
-    when it is one: decoding it through pydicom costs more than using it."""
-    tag = tag_for_keyword(keyword)
-    if tag in ds:
-        element = ds.get_item(tag)
-        data = element.value if element.is_raw else None
-        if isinstance(data, bytes) and data.isascii() and b"\\" not in data:
-            return data.decode("ascii").rstrip("\x00 ").strip()
-    return text(ds, keyword)
+    """A UID or code string as text, read from the raw element without decoding
+    it (pydicom's decoding costs more than the rest of using it)."""
+    return text_value(ds, tag_for_keyword(keyword))
 
 
 @dataclass

@@ -15,40 +15,28 @@ import struct
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"}
-    | {b"UR", b"UT", b"UV"}
-)
+from cases.imaging.deid.elements import LONG_VRS, encode_element, padded
+
 _ACCESSION_NUMBER = 0x00080050
 _UNDEFINED = 0xFFFFFFFF
 _ELEMENT = struct.Struct("<HH")
 _LENGTH_32 = struct.Struct("<I")
 _LENGTH_16 = struct.Struct("<H")
+_US = struct.Struct("<H")
 
 
-def _explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
-    """One explicit VR little endian element (``value`` already even)."""
-    tag = _ELEMENT.pack(group, element)
-    if vr in LONG_VRS:
-        return tag + vr + b"\x00\x00" + _LENGTH_32.pack(len(value)) + value
-    return tag + vr + _LENGTH_16.pack(len(value)) + value
+def _uid(tag: int, value: str, *, implicit: bool = False) -> bytes:
+    return encode_element(tag, "UI", padded(value, "UI"), implicit=implicit)
 
 
-def _uid(value: str) -> bytes:
-    data = value.encode("ascii")
-    return data + b"\x00" if len(data) & 1 else data
+def _us(tag: int, value: int) -> bytes:
+    return encode_element(tag, "US", _US.pack(value), implicit=True)
 
 
-def _text(value: str) -> bytes:
-    data = value.encode("ascii")
-    return data + b" " if len(data) & 1 else data
-
-
-_VERSION = _explicit(0x0002, 0x0001, b"OB", b"\x00\x01")
-_IMPLEMENTATION = _explicit(
-    0x0002, 0x0012, b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID)
-) + _explicit(0x0002, 0x0013, b"SH", _text(PYNETDICOM_IMPLEMENTATION_VERSION))
+_VERSION = encode_element(0x00020001, "OB", b"\x00\x01")
+_IMPLEMENTATION = _uid(0x00020012, PYNETDICOM_IMPLEMENTATION_UID) + encode_element(
+    0x00020013, "SH", padded(PYNETDICOM_IMPLEMENTATION_VERSION, "SH")
+)
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
@@ -58,21 +46,15 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
     body = b"".join(
         (
             _VERSION,
-            _explicit(0x0002, 0x0002, b"UI", _uid(sop_class_uid)),
-            _explicit(0x0002, 0x0003, b"UI", _uid(sop_instance_uid)),
-            _explicit(0x0002, 0x0010, b"UI", _uid(transfer_syntax)),
+            _uid(0x00020002, sop_class_uid),
+            _uid(0x00020003, sop_instance_uid),
+            _uid(0x00020010, transfer_syntax),
             _IMPLEMENTATION,
         )
     )
-    return _explicit(0x0002, 0x0000, b"UL", _LENGTH_32.pack(len(body))) + body
+    return encode_element(0x00020000, "UL", _LENGTH_32.pack(len(body))) + body
 
 
-def _implicit(tag: int, value: bytes) -> bytes:
-    """One implicit VR little endian element (``value`` already even)."""
-    return _ELEMENT.pack(tag >> 16, tag & 0xFFFF) + _LENGTH_32.pack(len(value)) + value
-
-
-_US = struct.Struct("<H")
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
 
@@ -84,15 +66,16 @@ def store_success(message_id: int, sop_class_uid: str, sop_instance_uid: str) ->
     instance."""
     body = b"".join(
         (
-            _implicit(0x00000002, _uid(sop_class_uid)),
-            _implicit(0x00000100, _US.pack(_C_STORE_RSP)),
-            _implicit(0x00000120, _US.pack(message_id)),
-            _implicit(0x00000800, _US.pack(_NO_DATA_SET)),
-            _implicit(0x00000900, _US.pack(0x0000)),
-            _implicit(0x00001000, _uid(sop_instance_uid)),
+            _uid(0x00000002, sop_class_uid, implicit=True),
+            _us(0x00000100, _C_STORE_RSP),
+            _us(0x00000120, message_id),
+            _us(0x00000800, _NO_DATA_SET),
+            _us(0x00000900, 0x0000),
+            _uid(0x00001000, sop_instance_uid, implicit=True),
         )
     )
-    return _implicit(0x00000000, _LENGTH_32.pack(len(body))) + body
+    group_length = _LENGTH_32.pack(len(body))
+    return encode_element(0x00000000, "UL", group_length, implicit=True) + body
 
 
 def find_accession(data: bytes | memoryview, *, implicit: bool) -> str | None:

@@ -9,10 +9,9 @@ writes Burned In Annotation (0028,0301) = NO: that needs a pixel check or a revi
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from .elements import values_of
+from .elements import text_value, text_values
 
 # SOP classes whose pixels are screen or camera captures, or documents.
 BURNED_IN_SOP_CLASSES = frozenset(
@@ -65,17 +64,6 @@ SCREEN_IMAGE_TYPES = frozenset(
 )
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 BURNED_IN_ANNOTATION = 0x00280301
-
-
-def text_values(ds: Dataset, tag: int) -> list[str]:
-    """The values of a text element, stripped, without decoding it in place (cheap
-    for raw elements: the ASCII VRs need no character set)."""
-    elem = ds.get_item(tag, keep_deferred=True)
-    return [] if elem is None else values_of(ds, BaseTag(tag), elem)
-
-
-def text_value(ds: Dataset, tag: int) -> str:
-    return "\\".join(text_values(ds, tag))
 
 
 def quarantine_reason(ds: Dataset) -> str | None:

@@ -1,23 +1,49 @@
-"""Raw elements: how replacement values go into a dataset without a decode."""
+"""Raw elements: how replacement values go into a dataset without a decode, how
+values are read from one without decoding it, and how an element is encoded."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 Encoding = tuple[bool, bool]  # (implicit VR, little endian)
 DEFAULT_ENCODING: Encoding = (False, True)
+#: Explicit VRs with two reserved bytes and a 4-byte length (PS3.5 7.1.2).
+LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_TAG = struct.Struct("<HH")
+_LENGTH_16 = struct.Struct("<H")
+_LENGTH_32 = struct.Struct("<I")
+
+
+def padded(text: str, vr: str) -> bytes:
+    """ASCII ``text`` padded to even length as PS3.5 asks (UI with a NUL)."""
+    data = text.encode("ascii")
+    if len(data) & 1:
+        data += b"\x00" if vr == "UI" else b" "
+    return data
+
+
+def encode_element(tag: int, vr: str, value: bytes, *, implicit: bool = False) -> bytes:
+    """One little endian element, ``value`` as given: tag, VR unless ``implicit``,
+    length. The caller keeps a short VR's value under 64 kB."""
+    head = _TAG.pack(tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return head + _LENGTH_32.pack(len(value)) + value
+    code = vr.encode("ascii")
+    if code in LONG_VRS:
+        return head + code + b"\x00\x00" + _LENGTH_32.pack(len(value)) + value
+    return head + code + _LENGTH_16.pack(len(value)) + value
 
 
 def text_element(tag: BaseTag, vr: str, text: str, encoding: Encoding) -> Any:
     """A raw element holding ASCII ``text``, padded to even length as PS3.5 asks."""
-    data = text.encode("ascii")
-    if len(data) & 1:
-        data += b"\x00" if vr == "UI" else b" "
+    data = padded(text, vr)
     return RawDataElement(tag, vr, len(data), data, 0, *encoding)
 
 
@@ -47,3 +73,14 @@ def encoding_of(ds: Dataset) -> Encoding | None:
     if syntax is not None and UID(syntax).is_transfer_syntax:
         return UID(syntax).is_implicit_VR, UID(syntax).is_little_endian
     return None
+
+
+def text_values(ds: Dataset, tag: int) -> list[str]:
+    """The values of a text element, stripped, without decoding it in place (cheap
+    for raw elements: the ASCII VRs need no character set)."""
+    elem = ds.get_item(tag, keep_deferred=True)
+    return [] if elem is None else values_of(ds, BaseTag(tag), elem)
+
+
+def text_value(ds: Dataset, tag: int) -> str:
+    return "\\".join(text_values(ds, tag))

@@ -21,8 +21,15 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from .burned_in import quarantine_reason, text_value
-from .elements import DEFAULT_ENCODING, Encoding, encoding_of, text_element, values_of
+from .burned_in import quarantine_reason
+from .elements import (
+    DEFAULT_ENCODING,
+    Encoding,
+    encoding_of,
+    text_element,
+    text_value,
+    values_of,
+)
 from .marking import mark, replace_file_meta
 from .options import DEFAULT_OPTIONS, TOOL_NAME, TOOL_VERSION, DeidOptions, Temporal
 from .report import ReportBuilder, totals

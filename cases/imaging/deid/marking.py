@@ -11,8 +11,7 @@ from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from .burned_in import text_value
-from .elements import DEFAULT_ENCODING, Encoding, text_element, values_of
+from .elements import DEFAULT_ENCODING, Encoding, text_element, text_value, values_of
 from .options import TOOL_NAME, TOOL_VERSION, DeidOptions, Temporal
 from .report import ReportBuilder
 from .table import label_for

@@ -41,13 +41,11 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .elements import text_element
+from .elements import LONG_VRS, encode_element, text_element, text_value
 
 _PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 _UNDEFINED = 0xFFFFFFFF
 _SIMPLE_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-# Explicit VRs with a 4-byte length after two reserved bytes (PS3.5 7.1.2).
-_LONG_VRS = frozenset({b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"})
 _PREAMBLE = b"\x00" * 128
 _PIXEL_DATA_TAG = 0x7FE00010
 _GROUP_LENGTH = 0x00020000
@@ -64,8 +62,6 @@ _PYDICOM_IMPLEMENTATION = (
     (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID, True),
     (0x00020013, "SH", f"PYDICOM {'.'.join(__version_info__)}", False),
 )
-_ELEMENT = struct.Struct("<HH")
-_LENGTH_16 = struct.Struct("<H")
 _LENGTH_32 = struct.Struct("<I")
 
 
@@ -106,7 +102,7 @@ def read_split(fp: BinaryIO) -> Split:
     if syntax == ImplicitVRLittleEndian:
         (length,) = struct.unpack("<I", element[4:8])
         head = 8
-    elif element[4:6] in _LONG_VRS:
+    elif element[4:6] in LONG_VRS:
         (length,) = struct.unpack("<I", element[8:12])
         head = 12
     else:  # a VR pixel data never has
@@ -152,7 +148,7 @@ def encode_header(header: Dataset) -> bytes | None:
     meta = getattr(header, "file_meta", None)
     if meta is None or _PIXEL_DATA_TAG in header:
         return None
-    syntax = _text(meta, _TRANSFER_SYNTAX)
+    syntax = text_value(meta, _TRANSFER_SYNTAX)
     if syntax not in _SIMPLE_SYNTAXES:
         return None
     implicit = syntax == ImplicitVRLittleEndian
@@ -161,8 +157,8 @@ def encode_header(header: Dataset) -> bytes | None:
         # pydicom re-encodes every element then (its own test, in write_dataset).
         or header.original_character_set != header._character_set
         or (header.preamble is not None and len(header.preamble) != 128)
-        or _text(meta, _MEDIA_SOP_CLASS) != _text(header, _SOP_CLASS)
-        or _text(meta, _MEDIA_SOP_INSTANCE) != _text(header, _SOP_INSTANCE)
+        or text_value(meta, _MEDIA_SOP_CLASS) != text_value(header, _SOP_CLASS)
+        or text_value(meta, _MEDIA_SOP_INSTANCE) != text_value(header, _SOP_INSTANCE)
         or any(tag >> 16 in (0, 2) for tag in header.keys())  # noqa: SIM118
     ):
         return None
@@ -183,27 +179,18 @@ def _encode_file_meta(meta: Dataset) -> bytes | None:
     """The File Meta Information group, its length computed, as pydicom writes it:
     with pydicom's implementation UID and version name where the file has none.
     ``None`` if a required element is missing or empty (pydicom's error then)."""
-    for tag in _META_REQUIRED:
-        if tag not in meta:
-            return None
-        element = meta.get_item(tag)
-        if not (_raw_text(element) if element.is_raw else not element.is_empty):
-            return None
+    if not all(text_value(meta, tag) for tag in _META_REQUIRED):
+        return None
     elements = {
         tag: meta.get_item(tag)
         for tag in meta.keys()  # noqa: SIM118
         if tag != _GROUP_LENGTH
     }
     for tag, vr, text, when_empty in _PYDICOM_IMPLEMENTATION:
-        element = elements.get(tag)
-        empty = element is not None and (
-            not _raw_text(element) if element.is_raw else element.is_empty
-        )
-        if element is None or (empty and when_empty):
+        if tag not in elements or (when_empty and not text_value(meta, tag)):
             elements[tag] = text_element(BaseTag(tag), vr, text, (False, True))
     body = _encode_elements(elements, False, default_encoding)
-    length = _ELEMENT.pack(2, 0) + b"UL" + _LENGTH_16.pack(4)
-    return length + _LENGTH_32.pack(len(body)) + body
+    return encode_element(_GROUP_LENGTH, "UL", _LENGTH_32.pack(len(body))) + body
 
 
 def _encode_elements(elements: dict, implicit: bool, encodings) -> bytes:
@@ -222,35 +209,14 @@ def _encode_elements(elements: dict, implicit: bool, encodings) -> bytes:
     return b"".join(parts)
 
 
-def _raw_text(element: RawDataElement) -> str:
-    return (element.value or b"").decode("latin-1").rstrip("\x00 ").strip()
-
-
-def _text(ds: Dataset, tag: int) -> str | None:
-    """An element's value as text, without decoding a raw element in ``ds``."""
-    if tag not in ds:
-        return None
-    element = ds.get_item(tag)
-    if element.is_raw:
-        return _raw_text(element)
-    return None if element.value is None else str(element.value).strip()
-
-
 def _pack_raw(element: RawDataElement | DataElement, implicit: bool) -> bytes | None:
     """A raw element as pydicom writes it, or ``None`` where pydicom's writer does
     more than put its bytes behind a tag, VR and length."""
-    value = element.value
+    value, vr = element.value, element.VR
     if element.length == _UNDEFINED or not isinstance(value, bytes):
         return None
-    tag = _ELEMENT.pack(element.tag >> 16, element.tag & 0xFFFF)
-    if implicit:
-        return tag + _LENGTH_32.pack(len(value)) + value
-    vr = element.VR
-    if vr is None or len(vr) != 2:
+    if not implicit and (vr is None or len(vr) != 2):
         return None
-    head = tag + vr.encode("ascii")
-    if vr in EXPLICIT_VR_LENGTH_32:
-        return head + b"\x00\x00" + _LENGTH_32.pack(len(value)) + value
-    if len(value) > 0xFFFF:  # pydicom writes it as UN, with a warning
-        return None
-    return head + _LENGTH_16.pack(len(value)) + value
+    if not implicit and vr not in EXPLICIT_VR_LENGTH_32 and len(value) > 0xFFFF:
+        return None  # pydicom writes it as UN, with a warning
+    return encode_element(element.tag, vr, value, implicit=implicit)
