@@ -16,7 +16,6 @@ from consent.selectors import IDENTITY_FIELDS
 from psi.models import Role
 from psi.permissions import (
     GrantsInRows,
-    granted_on,
     restrict,
     visible_ids_newest_first,
 )
@@ -44,15 +43,6 @@ def case_ids_newest_first(user) -> QuerySet | None:
     (:func:`psi.permissions.visible_ids_newest_first`): use
     :func:`case_list_visible_to` then."""
     return visible_ids_newest_first(user, Case)
-
-
-def case_grants(
-    user, case_ids: Iterable[int], codenames: Iterable[str]
-) -> dict[int, set[str]]:
-    """Which of ``codenames`` the gate grants ``user`` on each of the cases, in one
-    query for a page of cases. A superuser needs no grant and gets an empty
-    answer: ask ``user.is_superuser`` first."""
-    return granted_on(user, Case, case_ids, codenames)
 
 
 def case_rows(

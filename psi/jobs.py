@@ -63,7 +63,7 @@ def jobs_prepare() -> None:
     try:
         with current_app.producer_or_acquire() as producer:
             producer.connection.ensure_connection(max_retries=1)
-    except Exception:  # noqa: BLE001 - any broker failure means the same here
+    except Exception:  # any broker failure means the same here
         log.warning("the broker is not reachable yet; jobs are sent once it is")
 
 

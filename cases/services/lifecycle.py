@@ -118,8 +118,7 @@ def transitions_available(
     """Transitions the case's status allows and ``user`` may perform.
 
     ``granted``, the codenames ``user`` holds on ``case`` (as read for a whole page
-    by ``cases.selectors.case_rows`` or ``case_grants``), saves the queries per
-    case.
+    by ``cases.selectors.case_rows``), saves the queries per case.
     """
     if granted is None:
         return [

@@ -392,18 +392,22 @@ def test_available_transitions_depend_on_status_and_person(case_in, personas):
     assert available["outsider"] == []
 
 
-def test_available_transitions_from_prefetched_permissions_agree(
-    case_at, personas, superuser
-):
-    from cases.api.serializers import TRANSITION_PERMISSIONS
-    from cases.selectors import case_grants
+def test_available_transitions_from_a_page_s_grants_agree(case_at, personas, superuser):
+    # The list reads a page's grants with its rows (case_rows); what it offers must
+    # be what a case's own page offers.
+    from cases.api.serializers import TRANSITION_PERMISSIONS, CaseListSerializer
+    from cases.selectors import case_list_visible_to, case_rows
 
     cases = [case_at(S.DRAFT), case_at(S.DESIGN_REVIEW)]
-    for user in personas.values():
-        granted = case_grants(user, [c.pk for c in cases], TRANSITION_PERMISSIONS)
-        for case in cases:
+    ids = [c.pk for c in cases]
+    for user in [*personas.values(), superuser]:
+        rows = case_rows(user, ids, CaseListSerializer.columns, TRANSITION_PERMISSIONS)
+        visible = case_list_visible_to(user).filter(pk__in=ids)
+        assert {row["id"] for row in rows} == {case.pk for case in visible}
+        for row in rows:
+            case = next(c for c in cases if c.pk == row["id"])
             assert services.transitions_available(
-                user, case, granted=granted.get(case.pk, set())
+                user, case, granted=row["granted"]
             ) == services.transitions_available(user, case)
 
 
