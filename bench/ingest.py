@@ -69,6 +69,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--broker", default=DEFAULT_BROKER)
     parser.add_argument("--no-dicognito", action="store_true")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print when each imaging job was queued, started and finished",
+    )
     return parser.parse_args()
 
 
@@ -388,6 +393,7 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
             "storescu": resource.getrusage(resource.RUSAGE_CHILDREN),
         }
         start = time.perf_counter()
+        started_at = time.time()
         sent = subprocess.run(
             ["storescu", "-aet", PEER_AE, "-aec", OUR_AE, "127.0.0.1", str(port)]
             + [str(p) for p in paths],
@@ -426,6 +432,7 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
         }
         peaks = worker.peak_rss_mib()
         jobs = _job_times(case)
+        timeline = _job_timeline(case, started_at)
     finally:
         listener.stop()
         worker.stop()
@@ -437,6 +444,7 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
         "peaks": peaks,
         "jobs": jobs,
         "cpu": cpu,
+        "timeline": timeline,
     }
 
 
@@ -461,6 +469,36 @@ def _job_times(case) -> dict[str, tuple[int, float]]:
             seconds + (job.finished_at - job.started_at).total_seconds(),
         )
     return times
+
+
+def _job_timeline(case, started_at: float) -> list[str]:
+    """Each imaging job of the case: queued, started and finished, in seconds since
+    storescu started."""
+    import datetime
+
+    from psi.models import Job
+
+    origin = datetime.datetime.fromtimestamp(started_at, tz=datetime.UTC)
+    lines = []
+    for job in Job.objects.filter(kind__startswith="imaging.").order_by("created_at"):
+        if job.params.get("case_id", case.pk) != case.pk or job.started_at is None:
+            continue
+        if job.created_at < origin:
+            continue
+        marks = [
+            (moment - origin).total_seconds()
+            for moment in (job.created_at, job.started_at, job.finished_at)
+            if moment is not None
+        ]
+        count = len(job.params.get("paths", []))
+        lines.append(
+            f"{job.kind:<18} {count:4d} files  queued {marks[0]:5.2f}  "
+            + "  ".join(
+                f"{label} {mark:5.2f}"
+                for label, mark in zip(("started", "finished"), marks[1:])
+            )
+        )
+    return lines
 
 
 def rate(n: int, seconds: float) -> str:
@@ -526,6 +564,9 @@ def main() -> None:
                 + ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
                 + f" ({sum(cpu.values()):.2f} in all, on {os.cpu_count()} CPUs)"
             )
+            if args.timeline:
+                for line in result["timeline"]:
+                    print("        " + line)
             peaks = ", ".join(f"{p:.0f}" for p in result["peaks"])
             print(f"      worker peak RSS (MiB, main and pool): {peaks}")
             if result["instances"] != n:

@@ -8,12 +8,14 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable
 from typing import IO
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
+from psi.durable import sync_paths
 from psi.errors import DomainError
 from psi.models import StoredFile
 
@@ -71,6 +73,7 @@ def stored_file_create(
         if not default_storage.exists(stored.storage_name):
             spool.seek(0)
             _save_once(stored.storage_name, spool)
+    stored_files_sync([stored])
     stored.save(force_insert=True)
     return stored
 
@@ -193,6 +196,19 @@ def _make_folders(root: Path) -> None:
     folders someone removed); a file system operation per file saved after."""
     for shard in range(256):
         (root / f"{shard:02x}").mkdir(parents=True, exist_ok=True)
+
+
+def stored_files_sync(stored: Iterable[StoredFile]) -> None:
+    """Make stored files durable, bytes and names, before the rows that name them
+    commit (a local store; a remote one holds a file once its upload returned).
+    Writers of many files write them unsynced (``psi.durable.DurableFile`` with
+    ``sync=False``) and sync the lot here, once."""
+    names = [row.storage_name for row in stored]
+    try:
+        paths = [default_storage.path(name) for name in names]
+    except NotImplementedError:  # not a local file system (S3)
+        return
+    sync_paths(paths)
 
 
 def stored_file_open(stored: StoredFile) -> IO[bytes]:

@@ -31,7 +31,8 @@ from cases.imaging import quality
 from cases.imaging.deid import deidentify_stream, read_split
 from cases.imaging.deid.elements import text_value
 from psi.crypto import identity_hmac
-from psi.files import DigestWriter, stored_file_adopt
+from psi.durable import DurableFile
+from psi.files import DigestWriter, stored_file_adopt, stored_files_sync
 from psi.models import StoredFile
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,13 @@ class Intake:
         self._study_uid: str | None = None  # original, for the one-study check
         self._patient_id: str | None = None
 
+    def sync(self) -> None:
+        """Make every file this intake stored durable (before the rows naming them
+        commit, and before the staged originals go)."""
+        stored_files_sync(
+            [r.file for r in self.received] + [q["stored"] for q in self.quarantined]
+        )
+
     def fail(self, index: int, reason: str) -> None:
         self.failed.append({"file": f"#{index}", "reason": reason})
 
@@ -194,7 +202,8 @@ class Intake:
             "uid_secret": settings.UID_SECRET.encode(),
             "date_offset_days": self.offset,
         }
-        with out_path.open("xb") as handle:
+        # Synced with the rest of the batch before its rows commit (``sync``).
+        with DurableFile(out_path, sync=False) as handle:
             written = DigestWriter(handle)
             result = deidentify_stream(fp, split, written, **kwargs)
         out = result.dataset

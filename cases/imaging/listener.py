@@ -9,7 +9,8 @@ Each object is routed by its Accession Number, which the hospital sets to the ca
 reference, within the calling peer's hospital only. An object is staged as the raw
 bytes the peer sent (file meta in front, never decoded and re-encoded), durably
 (``staging.stage_chunks``: fsynced), and handed to the ingest in batches per case:
-when a batch is full, when it has waited long enough, and when the association ends.
+when a batch is full and the next object arrives, when it has waited long enough,
+and when the association ends.
 
 Logs carry AE titles, case references and counts, never patient identity or the
 hospital's UIDs.
@@ -320,7 +321,7 @@ class _Batch:
     # the association is open (more is coming); True for the last batch of a
     # released association (judge it as soon as the batches are in); None after an
     # abort (judge it once it has been quiet). A last batch may be empty: the one
-    # before it happened to be full.
+    # before it waited too long and was handed over already.
     complete: bool | None = False
 
 
@@ -602,11 +603,18 @@ class Listener:
         session.received += 1
         with self._lock:
             session.cases[case.id] = case
+            # A full batch goes to the ingest when the next object arrives: the
+            # last batch of an association then goes with the word that the study
+            # is complete, instead of an empty job behind it.
+            full = session.batches.get(case.id)
+            if full is not None and len(full.paths) >= self.batch_size:
+                del session.batches[case.id]
+            else:
+                full = None
             batch = session.batches.setdefault(case.id, _Batch(case=case))
             batch.paths.append(str(path))
-            full = len(batch.paths) >= self.batch_size
-        if full:
-            self._flush(session, case.id)
+        if full is not None:
+            self._handover.put((session.ae_title, full))
         return SUCCESS
 
     def _route(

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from psi.durable import DurableFile
+
 
 def staging_dir(case_id: int) -> Path:
     """The case's staging folder (created, owner-only)."""
@@ -38,15 +40,9 @@ def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
     error the partial file is removed.
     """
     path = staged_path(case_id)
-    try:
-        with path.open("xb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    with DurableFile(path) as handle:
+        for chunk in chunks:
+            handle.write(chunk)
     return path
 
 

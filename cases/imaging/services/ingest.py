@@ -207,6 +207,7 @@ def study_ingest(job: Job, progress: Progress) -> dict:
                 intake.take(index, path)
             if index % 25 == 0 or index == len(paths):
                 progress(index * 90 // total, f"file {index} of {len(paths)}")
+        intake.sync()
         result.update(
             _record(job=job, case=case, intake=intake, params=params, label=label)
         )

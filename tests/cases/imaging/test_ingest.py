@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from django.core.files.storage import default_storage
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
@@ -34,6 +35,7 @@ from cases.imaging.services import (
 from cases.imaging.staging import stage_chunks, staging_dir
 from cases.models import Case
 from consent.services import ConsentMissing
+from psi import durable
 from psi.errors import Conflict, PermissionRefused
 from psi.files import stored_file_open
 from psi.jobs import job_claim
@@ -218,6 +220,29 @@ def test_each_stored_file_has_the_hash_and_size_recorded_for_it(
             data = handle.read()
         assert hashlib.sha256(data).hexdigest() == instance.file.sha256
         assert len(data) == instance.file.size
+
+
+def test_stored_files_are_durable_before_the_rows_naming_them_are_written(
+    submitted, surgeon, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    synced: dict[Path, bool] = {}  # path -> whether a row named it at the time
+    real = durable._fsync
+
+    def recording(path, flags):
+        name = Path(path).relative_to(default_storage.location)
+        synced[Path(path)] = StoredFile.objects.filter(storage_name=name).exists()
+        real(path, flags)
+
+    monkeypatch.setattr(durable, "_fsync", recording)
+    paths = write_series(tmp_path, PhantomSpec(slices=3, rows=64, columns=64, seed=6))
+    ingest(submitted, surgeon, paths, django_capture_on_commit_callbacks)
+
+    instances = ImagingInstance.objects.filter(case=submitted).select_related("file")
+    stored = [Path(default_storage.path(i.file.storage_name)) for i in instances]
+    assert len(stored) == 3
+    for path in stored:
+        assert synced[path] is False  # synced before its row existed
+        assert synced[path.parent] is False  # and the folder naming it
 
 
 def test_non_conformant_values_are_not_quoted_into_the_logs(

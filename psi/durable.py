@@ -1,0 +1,168 @@
+"""New files that survive a crash, written without filling the page cache.
+
+A received DICOM object must be on disk before the sender is told it was stored, and
+a stored file before the rows that name it commit. ``fsync`` gives that; the write in
+front of it is the larger cost: copying half a megabyte into the page cache cost
+0.5 to 1.5 ms of CPU per CT slice here, more than the rest of the listener's work on
+the object, for pages the writer never reads again. :class:`DurableFile` writes
+through an aligned buffer with ``O_DIRECT`` instead (the data goes to the device
+from that buffer; the kernel copies nothing), pads the last block and truncates the
+file back to its length. File systems that refuse ``O_DIRECT`` (tmpfs on older
+kernels, some network file systems) get ordinary writes; the file is the same.
+
+``fsync`` still follows: ``O_DIRECT`` moves the data but neither the file's size and
+blocks nor the device's write cache. Writers of many files pass ``sync=False`` and
+call :func:`sync_paths` once for the lot before they commit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+#: The buffer each open file writes through; whole buffers go to disk as they fill.
+BUFFER_BYTES = 1024 * 1024
+#: What O_DIRECT asks of offsets and lengths (the largest logical block size in use).
+_ALIGN = 4096
+_SPARE_BUFFERS = 4
+_spare: list[mmap.mmap] = []  # page-aligned, already touched: reused across files
+
+
+def _take_buffer() -> mmap.mmap:
+    try:
+        return _spare.pop()
+    except IndexError:
+        return mmap.mmap(-1, BUFFER_BYTES)
+
+
+def _give_back(buffer: mmap.mmap) -> None:
+    if len(_spare) < _SPARE_BUFFERS:
+        _spare.append(buffer)
+    else:
+        buffer.close()
+
+
+class DurableFile:
+    """A new file, created exclusively (an existing path raises FileExistsError),
+    written forward only and made durable by :meth:`close` (unless ``sync`` is
+    False). Used as a context manager, an exception removes the partial file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o600, sync=True):
+        self.path = Path(path)
+        self.sync = sync
+        self.size = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            self._fd = os.open(self.path, flags | os.O_DIRECT, mode)
+            self._direct = True
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            self._fd = os.open(self.path, flags, mode)
+            self._direct = False
+        self._buffer = _take_buffer()
+        self._filled = 0
+        self._written = 0  # bytes in the file, the padding of a last block included
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        length = len(view)
+        while view:
+            count = min(BUFFER_BYTES - self._filled, len(view))
+            self._buffer[self._filled : self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == BUFFER_BYTES:
+                self._drain(BUFFER_BYTES)
+        self.size += length
+        return length
+
+    def flush(self) -> None:
+        """Nothing to do: the buffer goes to disk when full and at close."""
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if self._filled:
+                if self._direct:
+                    padded = -(-self._filled // _ALIGN) * _ALIGN
+                    self._buffer[self._filled : padded] = bytes(padded - self._filled)
+                    self._drain(padded)
+                else:
+                    self._drain(self._filled)
+                if self._written != self.size:
+                    os.ftruncate(self._fd, self.size)
+            if self.sync:
+                os.fsync(self._fd)
+        finally:
+            self._release()
+
+    def discard(self) -> None:
+        """Close without syncing and remove the file."""
+        if self._fd is not None:
+            self._release()
+        self.path.unlink(missing_ok=True)
+
+    def _drain(self, length: int) -> None:
+        view = memoryview(self._buffer)[:length]
+        try:
+            written = 0
+            while written < length:
+                try:
+                    written += os.write(self._fd, view[written:])
+                except OSError as error:
+                    # Opened, but the file system refuses O_DIRECT writes: write
+                    # this file the ordinary way (the offset is still aligned).
+                    if error.errno != errno.EINVAL or not self._direct:
+                        raise
+                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                    self._direct = False
+        finally:
+            view.release()
+        self._written += length
+        self._filled = 0
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, None
+        os.close(fd)
+        _give_back(self._buffer)
+        self._buffer = None
+
+    def __enter__(self) -> DurableFile:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.discard()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.discard()
+            raise
+
+
+def sync_paths(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Make files and their directory entries durable: each file, then each folder
+    holding one, fsynced once (one journal commit covers most of them)."""
+    folders: dict[Path, None] = {}
+    for path in paths:
+        path = Path(path)
+        _fsync(path, os.O_RDONLY)
+        folders.setdefault(path.parent)
+    for folder in folders:
+        _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    descriptor = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

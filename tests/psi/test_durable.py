@@ -1,0 +1,150 @@
+"""New files written durably around the page cache (psi.durable)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from psi import durable
+from psi.durable import BUFFER_BYTES, DurableFile, sync_paths
+
+SIZES = [0, 1, 4095, 4096, 4097, BUFFER_BYTES - 1, BUFFER_BYTES, 3 * BUFFER_BYTES + 5]
+
+
+def _content(size: int) -> bytes:
+    return bytes((i * 7 + i // 4096) % 251 for i in range(size))
+
+
+@pytest.fixture
+def fsynced(monkeypatch) -> list[Path]:
+    """The paths fsync was called on, in order."""
+    calls: list[Path] = []
+    real = os.fsync
+
+    def recording(descriptor: int) -> None:
+        calls.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")))
+        real(descriptor)
+
+    monkeypatch.setattr(durable.os, "fsync", recording)
+    return calls
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("chunk", [1000, 65536, None])
+def test_the_file_holds_exactly_what_was_written(tmp_path, size, chunk):
+    data = _content(size)
+    path = tmp_path / "object.dcm"
+    with DurableFile(path) as handle:
+        step = chunk or max(size, 1)
+        for start in range(0, size, step):
+            handle.write(memoryview(data)[start : start + step])
+    assert path.read_bytes() == data
+    assert handle.size == size
+
+
+def test_the_file_is_fsynced_on_close_unless_the_caller_syncs_later(tmp_path, fsynced):
+    with DurableFile(tmp_path / "now.dcm") as handle:
+        handle.write(b"x" * 5000)
+    with DurableFile(tmp_path / "later.dcm", sync=False) as handle:
+        handle.write(b"y" * 5000)
+    assert fsynced == [tmp_path / "now.dcm"]
+
+
+def test_a_new_file_is_private_and_never_replaces_one(tmp_path):
+    path = tmp_path / "object.dcm"
+    path.write_bytes(b"already here")
+    with pytest.raises(FileExistsError):
+        DurableFile(path)
+    assert path.read_bytes() == b"already here"
+
+    fresh = tmp_path / "fresh.dcm"
+    with DurableFile(fresh) as handle:
+        handle.write(b"data")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+def test_an_error_while_writing_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "object.dcm"
+    with pytest.raises(RuntimeError), DurableFile(path) as handle:
+        handle.write(b"z" * (BUFFER_BYTES + 10))  # one buffer already on disk
+        raise RuntimeError("the peer went away")
+    assert not path.exists()
+
+
+def test_writes_go_around_the_page_cache_where_the_file_system_allows(tmp_path):
+    try:
+        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+    except OSError:
+        pytest.skip("this file system refuses O_DIRECT")
+    with DurableFile(tmp_path / "object.dcm") as handle:
+        flags = int(
+            Path(f"/proc/self/fdinfo/{handle._fd}").read_text().split()[3], 8
+        )
+        assert flags & os.O_DIRECT
+        handle.write(_content(10_000))
+    assert (tmp_path / "object.dcm").read_bytes() == _content(10_000)
+
+
+def test_a_file_system_refusing_o_direct_at_open_gets_ordinary_writes(
+    tmp_path, monkeypatch
+):
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(durable.os, "open", refusing)
+    data = _content(BUFFER_BYTES + 4321)
+    with DurableFile(tmp_path / "object.dcm") as handle:
+        handle.write(data)
+    assert (tmp_path / "object.dcm").read_bytes() == data
+
+
+def test_a_file_system_refusing_o_direct_writes_gets_ordinary_writes(
+    tmp_path, monkeypatch
+):
+    real_write = os.write
+    refused = []
+
+    def refusing(descriptor, data):
+        flags = int(
+            Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8
+        )
+        if flags & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(durable.os, "write", refusing)
+    data = _content(2 * BUFFER_BYTES + 99)
+    with DurableFile(tmp_path / "object.dcm") as handle:
+        handle.write(data)
+    assert (tmp_path / "object.dcm").read_bytes() == data
+    assert len(refused) <= 1
+
+
+def test_other_write_errors_are_raised_and_the_file_removed(tmp_path, monkeypatch):
+    def full(descriptor, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(durable.os, "write", full)
+    path = tmp_path / "object.dcm"
+    with pytest.raises(OSError, match="No space"), DurableFile(path) as handle:
+        handle.write(b"q" * 10)
+    assert not path.exists()
+
+
+def test_sync_paths_syncs_each_file_and_each_folder_once(tmp_path, fsynced):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [tmp_path / "a" / "1", tmp_path / "a" / "2", tmp_path / "b" / "3"]
+    for path in files:
+        path.write_bytes(b"content")
+    sync_paths(files)
+    assert fsynced == [*files, tmp_path / "a", tmp_path / "b"]
