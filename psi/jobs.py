@@ -4,7 +4,8 @@ A service creates the Job and enqueues its task when the transaction commits. Th
 claims the Job with a state guard, so a duplicate delivery does nothing, and reports
 progress on the row. A periodic sweeper re-enqueues jobs whose worker vanished.
 
-Each claim is an *attempt* (``Job.attempts``). Only the attempt that holds the job may
+Each claim is an *attempt* (``Job.attempts``), and so is each re-send of a job that
+no worker took. Only the attempt that holds the job may
 report progress or finish it: once a job was taken over (its worker died, or the
 sweeper re-enqueued it), an older attempt that is somehow still alive can no longer
 write. A handler with an effect (a record, an audit event) writes it in one
@@ -265,9 +266,20 @@ def job_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
             ):
                 continue
             if job.attempts >= settings.PSI_JOB_MAX_ATTEMPTS:
-                job_fail(job, error=f"stalled; gave up after {job.attempts} attempts")
+                if job.status == Job.Status.QUEUED and job.started_at is None:
+                    error = (
+                        f"no worker took it; gave up after {job.attempts + 1} sends "
+                        f"(does a worker consume the queue and know {job.task_name}?)"
+                    )
+                else:
+                    error = f"stalled; gave up after {job.attempts} attempts"
+                job_fail(job, error=error)
                 counts["failed"] += 1
                 continue
+            if job.status == Job.Status.QUEUED:
+                # Sent, and no worker took it: the send counts as an attempt, or a
+                # job that no worker knows would be sent again forever.
+                job.attempts += 1
             job.status = Job.Status.QUEUED
             job.heartbeat_at = now
             job.message = "re-enqueued after stalling"

@@ -218,6 +218,20 @@ class TestSweeper:
             assert job_sweep()["requeued"] == 1
         assert len(sent) == 1
 
+    def test_a_job_no_worker_ever_takes_is_given_up(self, settings):
+        job = self.stalled()
+        Job.objects.filter(pk=job.pk).update(task_name="psi.no_such_task")
+        later = timezone.now()
+        for _ in range(settings.PSI_JOB_MAX_ATTEMPTS):
+            later += datetime.timedelta(seconds=settings.PSI_JOB_STALL_SECONDS + 1)
+            assert job_sweep(now=later) == {"requeued": 1, "failed": 0}
+        later += datetime.timedelta(seconds=settings.PSI_JOB_STALL_SECONDS + 1)
+        assert job_sweep(now=later) == {"requeued": 0, "failed": 1}
+        job.refresh_from_db()
+        assert job.status == Job.Status.FAILED
+        assert "no worker took it; gave up after 4 sends" in job.error
+        assert "psi.no_such_task" in job.error
+
     def test_a_job_with_a_recent_heartbeat_is_left_alone(self):
         self.stalled(status=Job.Status.RUNNING, attempts=1, heartbeat_at=timezone.now())
         assert job_sweep() == {"requeued": 0, "failed": 0}
