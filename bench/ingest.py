@@ -495,7 +495,7 @@ def _job_timeline(case, started_at: float) -> list[str]:
             f"{job.kind:<18} {count:4d} files  queued {marks[0]:5.2f}  "
             + "  ".join(
                 f"{label} {mark:5.2f}"
-                for label, mark in zip(("started", "finished"), marks[1:])
+                for label, mark in zip(("started", "finished"), marks[1:], strict=False)
             )
         )
     return lines

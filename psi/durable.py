@@ -51,7 +51,9 @@ class DurableFile:
     written forward only and made durable by :meth:`close` (unless ``sync`` is
     False). Used as a context manager, an exception removes the partial file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o600, sync=True):
+    def __init__(
+        self, path: str | os.PathLike[str], *, mode: int = 0o600, sync: bool = True
+    ):
         self.path = Path(path)
         self.sync = sync
         self.size = 0

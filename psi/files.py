@@ -7,8 +7,8 @@ import io
 import os
 import stat
 import tempfile
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO
 
 from django.conf import settings

@@ -81,9 +81,7 @@ def test_writes_go_around_the_page_cache_where_the_file_system_allows(tmp_path):
     except OSError:
         pytest.skip("this file system refuses O_DIRECT")
     with DurableFile(tmp_path / "object.dcm") as handle:
-        flags = int(
-            Path(f"/proc/self/fdinfo/{handle._fd}").read_text().split()[3], 8
-        )
+        flags = int(Path(f"/proc/self/fdinfo/{handle._fd}").read_text().split()[3], 8)
         assert flags & os.O_DIRECT
         handle.write(_content(10_000))
     assert (tmp_path / "object.dcm").read_bytes() == _content(10_000)
@@ -113,9 +111,7 @@ def test_a_file_system_refusing_o_direct_writes_gets_ordinary_writes(
     refused = []
 
     def refusing(descriptor, data):
-        flags = int(
-            Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8
-        )
+        flags = int(Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8)
         if flags & os.O_DIRECT:
             refused.append(len(data))
             raise OSError(errno.EINVAL, "Invalid argument")
