@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import stat
 import tempfile
@@ -20,6 +21,7 @@ from psi.errors import DomainError
 from psi.models import StoredFile
 
 _CHUNK = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class FileIntegrityError(DomainError):
@@ -130,13 +132,8 @@ def stored_file_adopt(
     (S3) it is uploaded. ``path`` is gone afterwards either way.
     """
     if digest is None:
-        sha256 = hashlib.sha256()
-        size = 0
         with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                sha256.update(chunk)
-                size += len(chunk)
-        digest = sha256.hexdigest(), size
+            digest = _digest(handle)
     stored = _stored_file_row(actor, *digest, content_type, original_name)
     name = stored.storage_name
     if not _link_into_storage(path, name) and not default_storage.exists(name):
@@ -212,24 +209,51 @@ def stored_files_sync(stored: Iterable[StoredFile]) -> None:
 
 
 def stored_file_open(stored: StoredFile) -> IO[bytes]:
-    return default_storage.open(stored.storage_name, "rb")
-
-
-def stored_file_verify(stored: StoredFile) -> bool:
-    """Recompute the file's SHA-256 from storage (REGULATORY 40: checked on read)."""
-    digest = hashlib.sha256()
+    """The stored file, open for reading, once its bytes were checked against the
+    SHA-256 and size recorded for them (REGULATORY 40: checked on read). A file
+    missing or altered is logged and raises :class:`FileIntegrityError`; it is
+    never served. The check reads the file once more (from the page cache, on a
+    local disk: about a third of a millisecond for a CT slice)."""
     try:
-        with stored_file_open(stored) as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+        handle = default_storage.open(stored.storage_name, "rb")
     except FileNotFoundError:
-        return False
-    return digest.hexdigest() == stored.sha256
+        raise _integrity_failure(stored, "missing") from None
+    try:
+        found = _digest(handle)
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    if found != (stored.sha256, stored.size):
+        handle.close()
+        raise _integrity_failure(stored, "altered")
+    return handle
 
 
-def stored_file_read_verified(stored: StoredFile) -> bytes:
-    with stored_file_open(stored) as handle:
-        data = handle.read()
-    if hashlib.sha256(data).hexdigest() != stored.sha256:
-        raise FileIntegrityError("A stored file no longer matches its checksum.")
-    return data
+def stored_file_check(stored: StoredFile) -> str:
+    """What is wrong with the stored file: "" when its bytes match its row,
+    "missing" or "altered" otherwise."""
+    try:
+        with default_storage.open(stored.storage_name, "rb") as handle:
+            found = _digest(handle)
+    except FileNotFoundError:
+        return "missing"
+    return "" if found == (stored.sha256, stored.size) else "altered"
+
+
+def _digest(handle: IO[bytes]) -> tuple[str, int]:
+    sha256 = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(_CHUNK):
+        sha256.update(chunk)
+        size += len(chunk)
+    return sha256.hexdigest(), size
+
+
+def _integrity_failure(stored: StoredFile, problem: str) -> FileIntegrityError:
+    # Row id and storage name only: a content hash names no patient.
+    log.error("stored file %s (%s) is %s", stored.pk, stored.storage_name, problem)
+    return FileIntegrityError(
+        f"A stored file is {problem}: it no longer matches the checksum recorded "
+        "when it was stored."
+    )

@@ -116,8 +116,11 @@ def multipart_response(
 
     def body() -> Iterator[bytes]:
         for content_type, open_part in parts:
-            yield opening(content_type)
+            # Opened (and its checksum checked) before its headers go out: a part
+            # that cannot be served ends the answer between two parts, unclosed,
+            # so no client takes it for complete.
             with open_part() as handle:
+                yield opening(content_type)
                 while chunk := handle.read(CHUNK):
                     yield chunk
             yield b"\r\n"
@@ -127,9 +130,9 @@ def multipart_response(
         # Under ASGI a synchronous iterator would be read whole into memory first.
         read = sync_to_async(lambda handle: handle.read(CHUNK), thread_sensitive=False)
         for content_type, open_part in parts:
-            yield opening(content_type)
             handle = await sync_to_async(open_part, thread_sensitive=False)()
             try:
+                yield opening(content_type)
                 while chunk := await read(handle):
                     yield chunk
             finally:

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -14,7 +15,7 @@ from cases.imaging import quality
 from cases.imaging.models import AcquisitionProfile, ImagingInstance, ImagingStudy
 from cases.imaging.phantom import PhantomSpec, write_series
 from cases.models import Case
-from psi.models import Job
+from psi.models import Job, StoredFile
 from tests.factories import PASSWORD
 
 S = Case.Status
@@ -348,6 +349,32 @@ def test_outsider_sees_no_study_or_preview(
     assert client.get(f"/api/v1/studies/{study.pk}/").status_code == 404
     preview = f"/api/v1/series/{series.pk}/previews/axial.png"
     assert client.get(preview).status_code == 404
+
+
+def test_a_preview_whose_bytes_changed_is_refused_not_served(
+    api_as, surgeon, submitted, series_files, django_capture_on_commit_callbacks
+):
+    client = api_as(surgeon)
+    post(
+        client,
+        submitted,
+        [as_upload(p) for p in series_files],
+        django_capture_on_commit_callbacks,
+    )
+    series = ImagingStudy.objects.get(case=submitted).series.get()
+    preview = f"/api/v1/series/{series.pk}/previews/axial.png"
+    intact = client.get(preview)
+    assert intact.status_code == 200
+    assert b"".join(intact.streaming_content).startswith(b"\x89PNG")
+
+    stored = StoredFile.objects.get(pk=series.previews["axial"])
+    target = Path(default_storage.path(stored.storage_name))
+    target.chmod(0o600)
+    target.write_bytes(target.read_bytes()[:-1] + b"\x00")
+
+    answer = client.get(preview)
+    assert answer.status_code == 500
+    assert answer.json()["code"] == "file_integrity"
 
 
 def test_admin_shows_the_study_read_only_with_previews(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from django.core.files.storage import default_storage
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -24,7 +25,7 @@ from cases.imaging.phantom import PhantomSpec, write_series
 from cases.imaging.services import ingest_enqueue
 from cases.imaging.staging import stage_chunks
 from cases.models import Case
-from psi.files import stored_file_open
+from psi.files import FileIntegrityError, stored_file_open
 
 pytestmark = pytest.mark.django_db
 
@@ -114,6 +115,28 @@ def test_default_is_explicit_vr_little_endian_with_pixels_untouched(
         assert sent.PixelData == kept.PixelData
         assert sent.SOPInstanceUID == kept.SOPInstanceUID
         assert content[128:132] == b"DICM"
+
+
+def test_an_altered_object_ends_the_answer_before_its_part(client, designer, stored_in):
+    study = stored_in(ExplicitVRLittleEndian)
+    instances = ImagingInstance.objects.filter(study=study).select_related("file")
+    second = instances.order_by("position", "instance_number")[1].file
+    target = Path(default_storage.path(second.storage_name))
+    target.chmod(0o600)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF  # one pixel byte flipped on disk
+    target.write_bytes(bytes(data))
+
+    answer = retrieve(client, designer, study, DICOM)
+    assert answer.status_code == 200  # the first object went out already
+    boundary = answer["Content-Type"].rsplit("boundary=", 1)[1].encode()
+    sent = []
+    with pytest.raises(FileIntegrityError):
+        for chunk in answer.streaming_content:
+            sent.append(chunk)
+    body = b"".join(sent)
+    assert body.count(b"--" + boundary) == 1  # the first part only, never closed
+    assert not body.endswith(b"--" + boundary + b"--\r\n")
 
 
 def test_star_never_answers_in_implicit_vr(client, designer, stored_in):
