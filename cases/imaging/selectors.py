@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from cases.imaging.models import ImagingSeries, ImagingStudy
+from cases.imaging.models import ImagingInstance, ImagingSeries, ImagingStudy
 from psi.permissions import restrict
 
 
@@ -23,3 +23,18 @@ def study_list_visible_to(user) -> QuerySet[ImagingStudy]:
 
 def series_list_visible_to(user) -> QuerySet[ImagingSeries]:
     return restrict(ImagingSeries.objects.select_related("study"), user)
+
+
+def instances_visible_to(
+    user, study: str, series: str | None = None, instance: str | None = None
+) -> QuerySet[ImagingInstance]:
+    """The instances of a study (a series, an instance), named by their
+    de-identified UIDs, that ``user`` may see."""
+    queryset = restrict(ImagingInstance.objects.all(), user).filter(
+        study__study_uid=study
+    )
+    if series is not None:
+        queryset = queryset.filter(series__series_uid=series)
+    if instance is not None:
+        queryset = queryset.filter(sop_instance_uid=instance)
+    return queryset

@@ -25,7 +25,8 @@ from cases.imaging.dicomweb.common import (
     warning,
 )
 from cases.imaging.dicomweb.query import Attribute, BadQuery, Query, parse
-from cases.imaging.models import ImagingInstance, ImagingSeries, ImagingStudy
+from cases.imaging.models import ImagingSeries, ImagingStudy
+from cases.imaging.selectors import instances_visible_to
 from psi.permissions import restrict
 
 
@@ -88,18 +89,6 @@ INSTANCE = [
     Attribute("Rows", "series__rows", matchable=False, default=False),
     Attribute("Columns", "series__columns", matchable=False, default=False),
 ]
-
-
-def instances_visible_to(user, study: str, series: str | None = None, instance=None):
-    """The instances of a study (a series, an instance) that ``user`` may see."""
-    queryset = restrict(ImagingInstance.objects.all(), user).filter(
-        study__study_uid=study
-    )
-    if series is not None:
-        queryset = queryset.filter(series__series_uid=series)
-    if instance is not None:
-        queryset = queryset.filter(sop_instance_uid=instance)
-    return queryset
 
 
 def _json_element(vr: str, value) -> dict:

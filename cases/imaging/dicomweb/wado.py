@@ -11,7 +11,7 @@ from django.utils.cache import patch_vary_headers
 from cases.imaging.dicomweb import syntax
 from cases.imaging.dicomweb.common import dicom_json, problem
 from cases.imaging.dicomweb.multipart import Part, multipart_response
-from cases.imaging.dicomweb.qido import instances_visible_to
+from cases.imaging.selectors import instances_visible_to
 from psi.files import stored_file_open
 
 
