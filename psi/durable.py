@@ -28,6 +28,8 @@ from pathlib import Path
 BUFFER_BYTES = 1024 * 1024
 #: What O_DIRECT asks of offsets and lengths (the largest logical block size in use).
 _ALIGN = 4096
+#: Linux's flag; elsewhere (macOS) files are written the ordinary way.
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 _SPARE_BUFFERS = 4
 _spare: list[mmap.mmap] = []  # page-aligned, already touched: reused across files
 
@@ -58,11 +60,11 @@ class DurableFile:
         self.sync = sync
         self.size = 0
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._direct = bool(_O_DIRECT)
         try:
-            self._fd = os.open(self.path, flags | os.O_DIRECT, mode)
-            self._direct = True
+            self._fd = os.open(self.path, flags | _O_DIRECT, mode)
         except OSError as error:
-            if error.errno != errno.EINVAL:
+            if error.errno != errno.EINVAL or not self._direct:
                 raise
             self._fd = os.open(self.path, flags, mode)
             self._direct = False
@@ -123,7 +125,7 @@ class DurableFile:
                     if error.errno != errno.EINVAL or not self._direct:
                         raise
                     flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
                     self._direct = False
         finally:
             view.release()

@@ -12,6 +12,11 @@ import pytest
 from psi import durable
 from psi.durable import BUFFER_BYTES, DurableFile, sync_paths
 
+#: Tests that read the kernel's view of a descriptor (/proc) or set O_DIRECT.
+linux = pytest.mark.skipif(
+    not hasattr(os, "O_DIRECT") or not Path("/proc/self/fdinfo").exists(),
+    reason="needs Linux (O_DIRECT, /proc)",
+)
 SIZES = [0, 1, 4095, 4096, 4097, BUFFER_BYTES - 1, BUFFER_BYTES, 3 * BUFFER_BYTES + 5]
 
 
@@ -46,6 +51,7 @@ def test_the_file_holds_exactly_what_was_written(tmp_path, size, chunk):
     assert handle.size == size
 
 
+@linux
 def test_the_file_is_fsynced_on_close_unless_the_caller_syncs_later(tmp_path, fsynced):
     with DurableFile(tmp_path / "now.dcm") as handle:
         handle.write(b"x" * 5000)
@@ -75,6 +81,7 @@ def test_an_error_while_writing_leaves_no_partial_file(tmp_path):
     assert not path.exists()
 
 
+@linux
 def test_writes_go_around_the_page_cache_where_the_file_system_allows(tmp_path):
     try:
         os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
@@ -87,6 +94,7 @@ def test_writes_go_around_the_page_cache_where_the_file_system_allows(tmp_path):
     assert (tmp_path / "object.dcm").read_bytes() == _content(10_000)
 
 
+@linux
 def test_a_file_system_refusing_o_direct_at_open_gets_ordinary_writes(
     tmp_path, monkeypatch
 ):
@@ -104,6 +112,7 @@ def test_a_file_system_refusing_o_direct_at_open_gets_ordinary_writes(
     assert (tmp_path / "object.dcm").read_bytes() == data
 
 
+@linux
 def test_a_file_system_refusing_o_direct_writes_gets_ordinary_writes(
     tmp_path, monkeypatch
 ):
@@ -136,6 +145,7 @@ def test_other_write_errors_are_raised_and_the_file_removed(tmp_path, monkeypatc
     assert not path.exists()
 
 
+@linux
 def test_sync_paths_syncs_each_file_and_each_folder_once(tmp_path, fsynced):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -144,3 +154,12 @@ def test_sync_paths_syncs_each_file_and_each_folder_once(tmp_path, fsynced):
         path.write_bytes(b"content")
     sync_paths(files)
     assert fsynced == [*files, tmp_path / "a", tmp_path / "b"]
+
+
+def test_a_platform_without_o_direct_writes_the_ordinary_way(tmp_path, monkeypatch):
+    monkeypatch.setattr(durable, "_O_DIRECT", 0)  # macOS has no such flag
+    data = _content(BUFFER_BYTES + 777)
+    with DurableFile(tmp_path / "object.dcm") as handle:
+        handle.write(data)
+        assert not handle._direct
+    assert (tmp_path / "object.dcm").read_bytes() == data
