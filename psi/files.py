@@ -212,8 +212,8 @@ def stored_file_open(stored: StoredFile) -> IO[bytes]:
     """The stored file, open for reading, once its bytes were checked against the
     SHA-256 and size recorded for them (REGULATORY 40: checked on read). A file
     missing or altered is logged and raises :class:`FileIntegrityError`; it is
-    never served. The check reads the file once more (from the page cache, on a
-    local disk: about a third of a millisecond for a CT slice)."""
+    never served. The check costs one more read of the file (the caller's read then
+    comes from the page cache): about a third of a millisecond for a CT slice."""
     try:
         handle = default_storage.open(stored.storage_name, "rb")
     except FileNotFoundError:
