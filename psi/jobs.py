@@ -5,12 +5,12 @@ claims the Job with a state guard, so a duplicate delivery does nothing, and rep
 progress on the row. A periodic sweeper re-enqueues jobs whose worker vanished.
 
 Each claim is an *attempt* (``Job.attempts``), and so is each re-send of a job that
-no worker took. Only the attempt that holds the job may
-report progress or finish it: once a job was taken over (its worker died, or the
-sweeper re-enqueued it), an older attempt that is somehow still alive can no longer
-write. A handler with an effect (a record, an audit event) writes it in one
-transaction with :func:`job_succeed`, so the effect and the success commit together
-or not at all, and a job retried after a crash has its effect exactly once.
+no worker took. Only the attempt that holds the job may report progress or finish
+it: once a job was taken over (its worker died, or the sweeper re-enqueued it), an
+older attempt that is somehow still alive can no longer write. A handler with an
+effect (a record, an audit event) writes it in one transaction with
+:func:`job_succeed`, so the effect and the success commit together or not at all, and
+a job retried after a crash has its effect exactly once.
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ def staged_path(case_id: int) -> Path:
 def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
     """Write ``chunks`` to a new staged file, flushed and fsynced; return its path.
 
-    The file is created exclusively (``x``), so two writers never share one; on any
-    error the partial file is removed.
+    The file is created exclusively, so two writers never share one, and written
+    around the page cache (``psi.durable.DurableFile``); on any error the partial
+    file is removed.
     """
     path = staged_path(case_id)
     with DurableFile(path) as handle:
