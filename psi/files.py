@@ -15,7 +15,9 @@ from typing import IO
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
 
+from psi.audit import audit_append
 from psi.durable import sync_paths
 from psi.errors import DomainError
 from psi.models import StoredFile
@@ -162,12 +164,20 @@ def _save_once(name: str, handle: IO[bytes]) -> None:
         default_storage.delete(saved)
 
 
+def _local_path(name: str) -> Path | None:
+    """Where storage keeps ``name`` on this machine's disk; None for a remote
+    store (S3), whose ``path()`` raises NotImplementedError by Django's contract."""
+    try:
+        return Path(default_storage.path(name))
+    except NotImplementedError:
+        return None
+
+
 def _link_into_storage(path: Path, name: str) -> bool:
     """Hard-link ``path`` to storage's ``name`` when storage is a local folder on
     the same file system; False when it is not (the caller copies instead)."""
-    try:
-        target = Path(default_storage.path(name))
-    except NotImplementedError:  # not a local file system (S3)
+    target = _local_path(name)
+    if target is None:
         return False
     mode = settings.FILE_UPLOAD_PERMISSIONS
     if mode is not None and stat.S_IMODE(path.stat().st_mode) != mode:
@@ -200,12 +210,9 @@ def stored_files_sync(stored: Iterable[StoredFile]) -> None:
     commit (a local store; a remote one holds a file once its upload returned).
     Writers of many files write them unsynced (``psi.durable.DurableFile`` with
     ``sync=False``) and sync the lot here, once."""
-    names = [row.storage_name for row in stored]
-    try:
-        paths = [default_storage.path(name) for name in names]
-    except NotImplementedError:  # not a local file system (S3)
-        return
-    sync_paths(paths)
+    paths = [_local_path(row.storage_name) for row in stored]
+    if paths and paths[0] is not None:  # one store: all of them local, or none
+        sync_paths(paths)
 
 
 def stored_file_open(stored: StoredFile) -> IO[bytes]:
@@ -214,10 +221,44 @@ def stored_file_open(stored: StoredFile) -> IO[bytes]:
     missing or altered is logged and raises :class:`FileIntegrityError`; it is
     never served. The check costs one more read of the file (the caller's read then
     comes from the page cache): about a third of a millisecond for a CT slice."""
+    handle, problem = _open_checked(stored)
+    if handle is None:
+        # Row id and storage name only: a content hash names no patient.
+        log.error("stored file %s (%s) is %s", stored.pk, stored.storage_name, problem)
+        raise FileIntegrityError(
+            f"A stored file is {problem}: it no longer matches the checksum "
+            "recorded when it was stored."
+        )
+    return handle
+
+
+def stored_files_verify() -> dict:
+    """Re-hash every stored file against its row; the run is audited.
+
+    Returns the counts (``checked``, ``missing``, ``altered``) and ``failed``, the
+    (row id, storage name, problem) of each file that did not match."""
+    counts = {"checked": 0, "missing": 0, "altered": 0}
+    failed: list[tuple[int, str, str]] = []
+    for stored in StoredFile.objects.order_by("pk").iterator(chunk_size=500):
+        counts["checked"] += 1
+        handle, problem = _open_checked(stored)
+        if handle is not None:
+            handle.close()
+            continue
+        counts[problem] += 1
+        failed.append((stored.pk, stored.storage_name, problem))
+    with transaction.atomic():
+        audit_append(actor=None, action="files.verified", payload=counts)
+    return {**counts, "failed": failed}
+
+
+def _open_checked(stored: StoredFile) -> tuple[IO[bytes] | None, str]:
+    """The stored file open at its start, and ""; or None and what is wrong with
+    it ("missing", "altered")."""
     try:
         handle = default_storage.open(stored.storage_name, "rb")
     except FileNotFoundError:
-        raise _integrity_failure(stored, "missing") from None
+        return None, "missing"
     try:
         found = _digest(handle)
         handle.seek(0)
@@ -226,19 +267,8 @@ def stored_file_open(stored: StoredFile) -> IO[bytes]:
         raise
     if found != (stored.sha256, stored.size):
         handle.close()
-        raise _integrity_failure(stored, "altered")
-    return handle
-
-
-def stored_file_check(stored: StoredFile) -> str:
-    """What is wrong with the stored file: "" when its bytes match its row,
-    "missing" or "altered" otherwise."""
-    try:
-        with default_storage.open(stored.storage_name, "rb") as handle:
-            found = _digest(handle)
-    except FileNotFoundError:
-        return "missing"
-    return "" if found == (stored.sha256, stored.size) else "altered"
+        return None, "altered"
+    return handle, ""
 
 
 def _digest(handle: IO[bytes]) -> tuple[str, int]:
@@ -248,12 +278,3 @@ def _digest(handle: IO[bytes]) -> tuple[str, int]:
         sha256.update(chunk)
         size += len(chunk)
     return sha256.hexdigest(), size
-
-
-def _integrity_failure(stored: StoredFile, problem: str) -> FileIntegrityError:
-    # Row id and storage name only: a content hash names no patient.
-    log.error("stored file %s (%s) is %s", stored.pk, stored.storage_name, problem)
-    return FileIntegrityError(
-        f"A stored file is {problem}: it no longer matches the checksum recorded "
-        "when it was stored."
-    )
