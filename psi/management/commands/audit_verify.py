@@ -5,9 +5,10 @@ first broken link on stderr) when any event was altered, removed or relinked. Ch
 enough for cron and for a CI smoke check of a restored backup.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from psi.audit import audit_verify
+from psi.management.verdict import conclude
 
 
 class Command(BaseCommand):
@@ -23,12 +24,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, batch_size: int, **options):
         report = audit_verify(batch_size=batch_size)
-        if not report.ok:
-            raise CommandError(
+        conclude(
+            self,
+            failure=""
+            if report.ok
+            else (
                 f"BROKEN at event #{report.broken_seq}: {report.problem} "
-                f"({report.checked} events before it verified)",
-                returncode=1,
-            )
-        self.stdout.write(
-            self.style.SUCCESS(f"OK: {report.checked} audit events verified")
+                f"({report.checked} events before it verified)"
+            ),
+            success=f"OK: {report.checked} audit events verified",
         )

@@ -7,9 +7,10 @@ or altered (its row id and storage name: content hashes, no patient data) and a
 summary; exits 1 when any failed, so cron or a restore check can alert on it.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from psi.files import stored_files_verify
+from psi.management.verdict import conclude
 
 
 class Command(BaseCommand):
@@ -19,12 +20,13 @@ class Command(BaseCommand):
         report = stored_files_verify()
         for pk, name, problem in report["failed"]:
             self.stderr.write(f"file {pk} {name}: {problem}")
-        if report["failed"]:
-            raise CommandError(
+        conclude(
+            self,
+            failure=(
                 f"{report['missing']} missing and {report['altered']} altered of "
-                f"{report['checked']} stored files",
-                returncode=1,
+                f"{report['checked']} stored files"
             )
-        self.stdout.write(
-            self.style.SUCCESS(f"OK: {report['checked']} stored files verified")
+            if report["failed"]
+            else "",
+            success=f"OK: {report['checked']} stored files verified",
         )
