@@ -13,7 +13,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from simple_history.utils import bulk_create_with_history
 
 from cases.imaging.deid import summarise_by_study
 from cases.imaging.intake import Intake, Received, header_as_json
@@ -40,6 +39,7 @@ from cases.models import Case
 from cases.selectors import PATIENT_IDENTITY
 from consent.services import ConsentMissing
 from psi.audit import audit_append
+from psi.bulk import bulk_insert
 from psi.errors import Conflict, DomainError, PermissionRefused
 from psi.jobs import Progress, job_enqueue, job_succeed
 from psi.models import Job, StoredFile
@@ -243,13 +243,13 @@ def _record(*, job, case, intake: Intake, params, label) -> dict:
             job_succeed(job, result=result, message="nothing new to ingest")
             return result
         study = _study_for(case, fresh, intake, params)
-        bulk_create_with_history(
+        bulk_insert(
             [r.file for r in fresh] + [q["stored"] for q in intake.quarantined],
             StoredFile,
-            default_user=sender,
+            history_user=sender,
         )
         series_rows = _series_rows(study, fresh, sender)
-        bulk_create_with_history(
+        bulk_insert(
             [
                 ImagingInstance(
                     case=case,
@@ -267,7 +267,7 @@ def _record(*, job, case, intake: Intake, params, label) -> dict:
                 for r in fresh
             ],
             ImagingInstance,
-            default_user=sender,
+            history_user=sender,
         )
         _identity_links(study, fresh, case, sender)
         _study_received(study, intake, complete=complete is True)
@@ -390,7 +390,7 @@ def _identity_links(study, fresh, case, sender) -> None:
         for (kind, deid), original in wanted.items()
         if (kind, deid[:64]) not in have
     ]
-    bulk_create_with_history(links, ImagingIdentityLink, default_user=sender)
+    bulk_insert(links, ImagingIdentityLink, history_user=sender)
 
 
 def _study_received(study: ImagingStudy, intake: Intake, *, complete: bool) -> None:
