@@ -34,7 +34,7 @@ from cases.imaging.services.kinds import (
     INGEST_KIND,
     INGEST_TASK,
 )
-from cases.imaging.staging import is_staged, unstage, work_folder
+from cases.imaging.staging import is_staged, readahead, unstage, work_folder
 from cases.models import Case
 from cases.selectors import PATIENT_IDENTITY
 from consent.services import ConsentMissing
@@ -189,15 +189,18 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         )
     )
     total = max(len(paths), 1)
-    with work_folder(case.pk, job.pk) as work:
-        intake = Intake(
+    readahead(own)
+    with (
+        work_folder(case.pk, job.pk) as work,
+        Intake(
             pseudonym=case.patient.pseudonym,
             date_offset_days=_patient_date_offset(case.patient),
             workdir=work,
             known=known,
             reviewed_study_uids=reviewed,
             sender=sender,
-        )
+        ) as intake,
+    ):
         for index, path in enumerate(paths, 1):
             if path not in own:
                 intake.fail(index, "Not a staged file of this case.")

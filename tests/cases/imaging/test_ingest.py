@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import itertools
 import logging
 from pathlib import Path
 
@@ -356,6 +358,38 @@ def test_retry_after_a_crash_leaves_one_study(
     assert ImagingStudy.objects.filter(case=submitted).count() == 1
     assert ImagingSeries.objects.filter(study__case=submitted).count() == 1
     assert ImagingInstance.objects.filter(case=submitted).count() == SLICES
+
+
+def test_a_disk_failure_while_storing_leaves_nothing_recorded_and_the_staged_files(
+    submitted, surgeon, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    # Stored files are written on the intake's thread: its failure still fails the
+    # attempt (to be retried), with no row written and the received objects kept.
+    paths = write_series(tmp_path, PhantomSpec(slices=6, rows=64, columns=64, seed=7))
+    staged = stage(submitted, paths)
+    with django_capture_on_commit_callbacks(execute=False):
+        job = ingest_enqueue(
+            actor=surgeon, case=submitted, paths=staged, source="upload"
+        )
+    closes = itertools.count()
+    real_close = durable.DurableFile.close
+
+    def full_disk(self):
+        if next(closes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_close(self)
+
+    monkeypatch.setattr(durable.DurableFile, "close", full_disk)
+    with pytest.raises(OSError):
+        study_ingest(job_claim(job.pk), lambda *a: None)
+    monkeypatch.undo()
+
+    assert not ImagingInstance.objects.filter(case=submitted).exists()
+    assert not ImagingStudy.objects.filter(case=submitted).exists()
+    assert all(Path(p).exists() for p in staged)
+    assert not list(staging_dir(submitted.pk).glob(".work-*"))
+    result = study_ingest(job_claim(job.pk, takeover=True), lambda *a: None)
+    assert result["accepted"] == 6
 
 
 def test_gate_refuses_without_consent(submitted, surgeon):
