@@ -196,6 +196,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 PSI_UPLOAD_MAX_BYTES = env_int("PSI_UPLOAD_MAX_BYTES", 4 * 1024**3)
 PSI_STAGING_DIR = Path(env_str("PSI_STAGING_DIR", str(VAR_DIR / "staging")))
+# Staged objects no unfinished ingest names are removed once this old (beat's sweep).
+PSI_STAGING_GRACE_SECONDS = env_int("PSI_STAGING_GRACE_SECONDS", 3600)
 
 # E-mail
 EMAIL_BACKEND = env_str(
@@ -299,6 +301,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stalled-jobs": {
         "task": "psi.tasks.job_sweep",
         "schedule": env_int("PSI_JOB_SWEEP_SECONDS", 60),
+    },
+    "sweep-staging": {
+        "task": "cases.imaging.staging_sweep",
+        "schedule": env_int("PSI_STAGING_SWEEP_SECONDS", 3600),
     },
 }
 

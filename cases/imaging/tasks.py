@@ -9,7 +9,9 @@ from cases.imaging.services import (
     EVALUATE_TASK,
     INGEST_TASK,
     PREVIEWS_TASK,
+    STAGING_SWEEP_TASK,
     series_previews_make,
+    staging_sweep,
     study_evaluate,
     study_ingest,
 )
@@ -30,6 +32,11 @@ def study_evaluate_task(self, job_id: int) -> None:
 @shared_task(name=PREVIEWS_TASK, **JOB_TASK_OPTIONS)
 def series_previews_task(self, job_id: int) -> None:
     job_execute(job_id, series_previews_make, takeover=self.request.retries > 0)
+
+
+@shared_task(name=STAGING_SWEEP_TASK, ignore_result=True)
+def staging_sweep_task() -> dict:
+    return staging_sweep()
 
 
 @worker_init.connect

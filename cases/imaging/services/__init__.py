@@ -15,7 +15,8 @@ say so, once the study has been quiet for PSI_STUDY_STABLE_SECONDS
 (:func:`evaluation_schedule`). The previews follow in an ``imaging.previews`` job.
 
 Modules: ``gate`` (which cases take imaging, from whom), ``ingest``, ``evaluation``,
-``previewing``, ``review``; job kinds in ``kinds``. Import from this package.
+``previewing``, ``review``, ``sweep`` (raw objects left behind); job kinds in
+``kinds``. Import from this package.
 """
 
 from cases.imaging.services.evaluation import (
@@ -38,6 +39,7 @@ from cases.imaging.services.kinds import (
     INGEST_TASK,
     PREVIEWS_KIND,
     PREVIEWS_TASK,
+    STAGING_SWEEP_TASK,
 )
 from cases.imaging.services.previewing import previews_enqueue, series_previews_make
 from cases.imaging.services.review import (
@@ -46,6 +48,7 @@ from cases.imaging.services.review import (
     study_review_passed,
     study_review_sign,
 )
+from cases.imaging.services.sweep import staging_sweep
 
 __all__ = [
     "EVALUATE_KIND",
@@ -56,6 +59,7 @@ __all__ = [
     "PREVIEWS_KIND",
     "PREVIEWS_TASK",
     "REVIEW_FINDINGS",
+    "STAGING_SWEEP_TASK",
     "case_for_accession",
     "evaluation_schedule",
     "imaging_gate",
@@ -65,6 +69,7 @@ __all__ = [
     "require_evaluable",
     "require_reviewable",
     "series_previews_make",
+    "staging_sweep",
     "study_evaluate",
     "study_evaluation_request",
     "study_ingest",
