@@ -281,16 +281,18 @@ class Intake:
     ) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="intake-write")
-        if len(self._writes) >= WRITES_IN_FLIGHT:
-            self._writes[-WRITES_IN_FLIGHT][0].result()  # the thread runs in order
         future = self._writer.submit(self._store, handle, digest)
         if quarantine:
             entry = {"file": f"#{index}", "stored": None, "reason": str(quarantine)}
             self.quarantined.append(entry)
             self._writes.append((future, entry))
-            return
-        self.received.append(received)
-        self._writes.append((future, received))
+        else:
+            self.received.append(received)
+            self._writes.append((future, received))
+        if len(self._writes) > WRITES_IN_FLIGHT:
+            # The thread writes in order: once this one is done, at most
+            # WRITES_IN_FLIGHT are waiting. A failed write raises here already.
+            self._writes[-WRITES_IN_FLIGHT - 1][0].result()
 
     def _store(self, handle: DurableFile, digest: tuple[str, int]) -> StoredFile:
         """On the intake's thread: finish writing the file, then adopt it into
