@@ -13,12 +13,19 @@ kernels, some network file systems) get ordinary writes; the file is the same.
 ``fsync`` still follows: ``O_DIRECT`` moves the data but neither the file's size and
 blocks nor the device's write cache. Writers of many files pass ``sync=False`` and
 call :func:`sync_paths` once for the lot before they commit.
+
+With ``digest=True`` the file's SHA-256 is taken from the buffer as it goes to disk
+(a file adopted into content-addressed storage needs it, and is then not read
+again). For a file smaller than the buffer that happens at :meth:`close`, so a
+writer closing its files on another thread hashes them there too.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import io
 import mmap
 import os
 from collections.abc import Iterable
@@ -54,11 +61,17 @@ class DurableFile:
     False). Used as a context manager, an exception removes the partial file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, mode: int = 0o600, sync: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: int = 0o600,
+        sync: bool = True,
+        digest: bool = False,
     ):
         self.path = Path(path)
         self.sync = sync
         self.size = 0
+        self._sha256 = hashlib.sha256() if digest else None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         self._direct = bool(_O_DIRECT)
         try:
@@ -81,24 +94,44 @@ class DurableFile:
             self._filled += count
             view = view[count:]
             if self._filled == BUFFER_BYTES:
-                self._drain(BUFFER_BYTES)
+                self._drain(BUFFER_BYTES, BUFFER_BYTES)
         self.size += length
         return length
 
     def flush(self) -> None:
         """Nothing to do: the buffer goes to disk when full and at close."""
 
+    def tell(self) -> int:
+        return self.size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Only to where the file is: written forward only (a writer such as
+        pydicom's asks for the position it is at)."""
+        if (whence == os.SEEK_SET and offset == self.size) or (
+            whence != os.SEEK_SET and offset == 0
+        ):
+            return self.size
+        raise io.UnsupportedOperation("a DurableFile is written forward only")
+
+    @property
+    def digest(self) -> tuple[str, int]:
+        """The SHA-256 (hex) and size of what was written, once closed."""
+        if self._sha256 is None or self._fd is not None:
+            raise ValueError("a digest is taken by DurableFile(digest=True), closed")
+        return self._sha256.hexdigest(), self.size
+
     def close(self) -> None:
         if self._fd is None:
             return
         try:
             if self._filled:
+                data = self._filled
                 if self._direct:
                     padded = -(-self._filled // _ALIGN) * _ALIGN
                     self._buffer[self._filled : padded] = bytes(padded - self._filled)
-                    self._drain(padded)
+                    self._drain(padded, data)
                 else:
-                    self._drain(self._filled)
+                    self._drain(data, data)
                 if self._written != self.size:
                     os.ftruncate(self._fd, self.size)
             if self.sync:
@@ -112,9 +145,13 @@ class DurableFile:
             self._release()
         self.path.unlink(missing_ok=True)
 
-    def _drain(self, length: int) -> None:
+    def _drain(self, length: int, data: int) -> None:
+        """Write the buffer's first ``length`` bytes, of which ``data`` are the
+        file's (the rest pads an O_DIRECT write to a whole block)."""
         view = memoryview(self._buffer)[:length]
         try:
+            if self._sha256 is not None:
+                self._sha256.update(view[:data])
             written = 0
             while written < length:
                 try:

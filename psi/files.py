@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import stat
@@ -82,39 +81,6 @@ def stored_file_create(
     return stored
 
 
-class DigestWriter:
-    """A file being written, with the SHA-256 and size of what went into it: a
-    caller that writes a file to adopt it passes ``digest`` and the file is not
-    read again. Seeking is refused (a seek back would make the digest wrong)."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.handle.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if (whence == os.SEEK_SET and offset == self.size) or (
-            whence != os.SEEK_SET and offset == 0
-        ):
-            return self.size
-        raise io.UnsupportedOperation("a DigestWriter only writes forward")
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    @property
-    def digest(self) -> tuple[str, int]:
-        return self.sha256.hexdigest(), self.size
-
-
 def stored_file_adopt(
     *,
     actor,
@@ -125,13 +91,13 @@ def stored_file_adopt(
 ) -> StoredFile:
     """Move a local file the caller wrote into storage under its SHA-256, and
     return its row *unsaved*: a caller adopting many files saves them in one
-    ``bulk_create``, in the transaction that records what they belong to.
+    ``psi.bulk.bulk_insert``, in the transaction that records what they belong to.
 
-    ``digest`` is the file's (SHA-256, size) when the caller wrote it through a
-    :class:`DigestWriter`; otherwise the file is read to hash it. On a local file
-    system the file is hard-linked into place, never copied, and the link refuses
-    to replace a file already there (the same bytes, stored before). Elsewhere
-    (S3) it is uploaded. ``path`` is gone afterwards either way.
+    ``digest`` is the file's (SHA-256, size) when the caller wrote it as a
+    ``psi.durable.DurableFile(digest=True)``; otherwise the file is read to hash
+    it. On a local file system the file is hard-linked into place, never copied,
+    and the link refuses to replace a file already there (the same bytes, stored
+    before). Elsewhere (S3) it is uploaded. ``path`` is gone afterwards either way.
     """
     if digest is None:
         with path.open("rb") as handle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -168,3 +169,34 @@ def test_a_platform_without_o_direct_writes_the_ordinary_way(tmp_path, monkeypat
         handle.write(data)
         assert not handle._direct
     assert (tmp_path / "object.dcm").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_digest_is_of_the_bytes_written_not_of_the_padding(tmp_path, size):
+    data = _content(size)
+    with DurableFile(tmp_path / "object.dcm", digest=True) as handle:
+        handle.write(data)
+    assert handle.digest == (hashlib.sha256(data).hexdigest(), size)
+    assert (tmp_path / "object.dcm").read_bytes() == data
+
+
+def test_the_digest_is_there_only_once_closed(tmp_path):
+    handle = DurableFile(tmp_path / "open.dcm", digest=True)
+    handle.write(b"abc")
+    with pytest.raises(ValueError, match="closed"):
+        handle.digest  # noqa: B018
+    handle.close()
+    assert handle.digest[1] == 3
+    with DurableFile(tmp_path / "plain.dcm") as plain:
+        plain.write(b"abc")
+    with pytest.raises(ValueError, match="digest=True"):
+        plain.digest  # noqa: B018
+
+
+def test_a_durable_file_seeks_only_to_where_it_is(tmp_path):
+    with DurableFile(tmp_path / "x.bin") as handle:
+        handle.write(b"abc")
+        assert handle.seek(3) == 3 and handle.tell() == 3
+        assert handle.seek(0, os.SEEK_CUR) == 3
+        with pytest.raises(OSError, match="forward"):
+            handle.seek(0)
