@@ -178,10 +178,11 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         unstage(own)
         return result
 
+    # Unordered: the model's ordering would join and sort the case's instances.
     known = set(
-        ImagingInstance.objects.filter(case=case).values_list(
-            "original_uid_hmac", flat=True
-        )
+        ImagingInstance.objects.filter(case=case)
+        .order_by()
+        .values_list("original_uid_hmac", flat=True)
     )
     reviewed = set(
         ImagingStudy.objects.filter(case=case, review__isnull=False).values_list(
@@ -236,7 +237,9 @@ def _record(*, job, case, intake: Intake, params, label) -> dict:
         known = set(
             ImagingInstance.objects.filter(
                 case=case, original_uid_hmac__in=[r.hmac for r in intake.received]
-            ).values_list("original_uid_hmac", flat=True)
+            )
+            .order_by()
+            .values_list("original_uid_hmac", flat=True)
         )
         fresh = [r for r in intake.received if r.hmac not in known]
         result["skipped_duplicates"] += len(intake.received) - len(fresh)
@@ -382,9 +385,9 @@ def _identity_links(study, fresh, case, sender) -> None:
             f"{patient['id']}\n{patient['name']}"
         )
     have = set(
-        ImagingIdentityLink.objects.filter(study=study).values_list(
-            "kind", "deidentified"
-        )
+        ImagingIdentityLink.objects.filter(
+            study=study, deidentified__in={deid[:64] for _, deid in wanted}
+        ).values_list("kind", "deidentified")
     )
     links = [
         ImagingIdentityLink(
