@@ -237,38 +237,38 @@ class Intake:
         handle = DurableFile(out_path, sync=False, digest=True)
         try:
             result = deidentify_stream(fp, split, handle, **kwargs)
-        except BaseException:
+            out = result.dataset
+            if uid(out, "StudyInstanceUID") in self.reviewed:
+                handle.discard()
+                self.fail(
+                    index,
+                    "The study was already reviewed and signed; send new images "
+                    "as a new study.",
+                )
+                return None
+            received = Received(
+                hmac=digest,
+                sop_uid=uid(out, "SOPInstanceUID"),
+                sop_class_uid=uid(out, "SOPClassUID"),
+                series_uid=uid(out, "SeriesInstanceUID"),
+                study_uid=uid(out, "StudyInstanceUID"),
+                original=original,
+                transfer_syntax=str(out.file_meta.get("TransferSyntaxUID") or syntax),
+                header=quality.SliceHeader.from_dataset(out),
+                file=None,
+                meta={
+                    "modality": uid(out, "Modality")[:16],
+                    "study_description": text(out, "StudyDescription")[:200],
+                    "series_description": text(out, "SeriesDescription")[:200],
+                    "study_date": out.get("StudyDate"),
+                    "patient": patient,
+                },
+            )
+        except BaseException:  # the file is not kept: nor its descriptor, buffer
             handle.discard()
             raise
-        out = result.dataset
-        if uid(out, "StudyInstanceUID") in self.reviewed:
-            handle.discard()
-            self.fail(
-                index,
-                "The study was already reviewed and signed; send new images as a "
-                "new study.",
-            )
-            return None
         self.known.add(digest)
         self.reports.append(result.report)
-        received = Received(
-            hmac=digest,
-            sop_uid=uid(out, "SOPInstanceUID"),
-            sop_class_uid=uid(out, "SOPClassUID"),
-            series_uid=uid(out, "SeriesInstanceUID"),
-            study_uid=uid(out, "StudyInstanceUID"),
-            original=original,
-            transfer_syntax=str(out.file_meta.get("TransferSyntaxUID") or syntax),
-            header=quality.SliceHeader.from_dataset(out),
-            file=None,
-            meta={
-                "modality": uid(out, "Modality")[:16],
-                "study_description": text(out, "StudyDescription")[:200],
-                "series_description": text(out, "SeriesDescription")[:200],
-                "study_date": out.get("StudyDate"),
-                "patient": patient,
-            },
-        )
         return received, handle, result.quarantine_reason
 
     def _keep(

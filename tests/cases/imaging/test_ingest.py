@@ -488,6 +488,46 @@ def test_designer_signs_the_visual_review(
         )
 
 
+def test_a_signed_study_takes_no_more_images(
+    submitted,
+    surgeon,
+    designer,
+    good_series,
+    cranial_profile,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
+    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    study_review_sign(actor=designer, study=study, password=PASSWORD, findings=FINDINGS)
+    stored_before = StoredFile.objects.count()
+    store = Path(default_storage.path("sha256"))
+    files_before = sum(1 for p in store.rglob("*") if p.is_file())
+    # New objects of the same study: another series, sent after the sign-off.
+    late = write_series(
+        tmp_path,
+        PhantomSpec(
+            slices=2,
+            rows=64,
+            columns=64,
+            seed=99,
+            series_number=2,
+            study_uid=dcmread(good_series[0], stop_before_pixels=True).StudyInstanceUID,
+        ),
+    )
+
+    job = ingest(submitted, surgeon, late, django_capture_on_commit_callbacks)
+
+    assert job.result["accepted"] == 0
+    assert [f["reason"] for f in job.result["failed"]] == [
+        "The study was already reviewed and signed; send new images as a new study."
+    ] * 2
+    assert StoredFile.objects.count() == stored_before
+    assert sum(1 for p in store.rglob("*") if p.is_file()) == files_before
+    assert ImagingInstance.objects.filter(case=submitted).count() == SLICES
+    assert not list(staging_dir(submitted.pk).glob(".work-*"))
+
+
 def test_missing_mandatory_attributes_are_named(
     submitted,
     surgeon,
