@@ -462,16 +462,17 @@ FINDINGS = {
 }
 
 
-def test_designer_signs_the_visual_review(
-    submitted,
-    surgeon,
-    designer,
-    good_series,
-    cranial_profile,
-    django_capture_on_commit_callbacks,
-):
+@pytest.fixture
+def ingested_study(
+    submitted, surgeon, good_series, cranial_profile, django_capture_on_commit_callbacks
+) -> ImagingStudy:
+    """The good series ingested for the submitted case: an accepted study."""
     job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
-    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    return ImagingStudy.objects.get(pk=job.result["study_id"])
+
+
+def test_designer_signs_the_visual_review(submitted, surgeon, designer, ingested_study):
+    study = ingested_study
     with pytest.raises(PermissionRefused):
         study_review_sign(
             actor=surgeon, study=study, password=PASSWORD, findings=FINDINGS
@@ -493,13 +494,13 @@ def test_a_signed_study_takes_no_more_images(
     surgeon,
     designer,
     good_series,
-    cranial_profile,
+    ingested_study,
     tmp_path,
     django_capture_on_commit_callbacks,
 ):
-    job = ingest(submitted, surgeon, good_series, django_capture_on_commit_callbacks)
-    study = ImagingStudy.objects.get(pk=job.result["study_id"])
-    study_review_sign(actor=designer, study=study, password=PASSWORD, findings=FINDINGS)
+    study_review_sign(
+        actor=designer, study=ingested_study, password=PASSWORD, findings=FINDINGS
+    )
     stored_before = StoredFile.objects.count()
     store = Path(default_storage.path("sha256"))
     files_before = sum(1 for p in store.rglob("*") if p.is_file())
