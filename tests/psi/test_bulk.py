@@ -12,7 +12,7 @@ from cases.imaging.models import (
     ImagingStudy,
 )
 from psi.bulk import bulk_insert
-from psi.models import StoredFile
+from psi.models import SigningGuard, StoredFile
 
 from .conftest import on_postgresql
 
@@ -86,6 +86,18 @@ def test_an_instance_own_history_user_wins(surgeon, case_manager):
         files[0].pk: case_manager.pk,
         files[1].pk: surgeon.pk,
         files[2].pk: surgeon.pk,
+    }
+
+
+def test_a_model_without_history_gets_its_rows_only(surgeon, case_manager):
+    guards = bulk_insert(
+        [SigningGuard(user=surgeon), SigningGuard(user=case_manager)], SigningGuard
+    )
+
+    assert all(g.pk for g in guards)
+    assert set(SigningGuard.objects.values_list("user_id", flat=True)) == {
+        surgeon.pk,
+        case_manager.pk,
     }
 
 
