@@ -20,6 +20,9 @@ from django.conf import settings
 
 from psi.durable import DurableFile
 
+#: Scratch folders of ingest attempts, beside the staged files: ``.work-<job id>``.
+WORK_PREFIX = ".work-"
+
 
 def staging_dir(case_id: int) -> Path:
     """The case's staging folder (created, owner-only)."""
@@ -90,7 +93,7 @@ def work_folder(case_id: int, job_id: int) -> Iterator[Path]:
     """The ingest job's scratch folder beside the case's staged files (so its
     output can be hard-linked into storage), emptied first: an attempt killed
     mid-way leaves files that the next attempt of the same job clears."""
-    folder = staging_dir(case_id) / f".work-{int(job_id)}"
+    folder = staging_dir(case_id) / f"{WORK_PREFIX}{int(job_id)}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(mode=0o700)
     try:

@@ -23,10 +23,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from cases.imaging.services.kinds import INGEST_KIND
+from cases.imaging.staging import WORK_PREFIX
 from psi.audit import audit_append
 from psi.models import Job
 
-_WORK_PREFIX = ".work-"
 _UNFINISHED = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
@@ -43,7 +43,7 @@ def staging_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
     named: set[tuple[str, str]] = set()  # (case folder, file name) an ingest will read
     running: set[str] = set()  # scratch folders of attempts that may be working
     for pk, params in pending.values_list("pk", "params"):
-        running.add(f"{_WORK_PREFIX}{pk}")
+        running.add(f"{WORK_PREFIX}{pk}")
         for path in (params or {}).get("paths", []):
             path = Path(path)
             named.add((path.parent.name, path.name))
@@ -53,7 +53,7 @@ def staging_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
         for entry in folder.iterdir():
             if _modified(entry) > oldest:
                 continue
-            if entry.name.startswith(_WORK_PREFIX) and entry.is_dir():
+            if entry.name.startswith(WORK_PREFIX) and entry.is_dir():
                 if entry.name not in running:
                     shutil.rmtree(entry, ignore_errors=True)
                     counts["work_folders"] += 1
