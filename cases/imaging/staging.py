@@ -10,8 +10,9 @@ worker after this process died) and are removed once ingested.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import uuid
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ def staging_dir(case_id: int) -> Path:
 
 def staged_path(case_id: int) -> Path:
     """A fresh, unused path in the case's staging folder."""
-    return staging_dir(case_id) / f"{uuid.uuid4().hex}.dcm"
+    return staging_dir(case_id) / f"{secrets.token_hex(16)}.dcm"
 
 
 def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
@@ -50,15 +51,30 @@ def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
     return path
 
 
-def is_staged(case_id: int, path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` lies in the case's staging folder (job params are data, not
-    trusted paths: the ingest reads and deletes only its own case's staged files)."""
-    folder = (Path(settings.PSI_STAGING_DIR) / str(int(case_id))).resolve()
-    try:
-        resolved = Path(path).resolve()
-    except OSError:
-        return False
-    return resolved.parent == folder and resolved.suffix == ".dcm"
+def staged_in(
+    case_id: int, paths: Iterable[str | os.PathLike[str]]
+) -> dict[Path, bool]:
+    """Those of ``paths`` that name a file of the case's staging folder, each with
+    whether it is still there.
+
+    Job params are data, not trusted paths: the ingest reads and deletes only its
+    own case's staged files. A path counts when, made absolute and normalised
+    (``..`` removed), it lies directly in the folder (as configured or as
+    resolved) and ends in ``.dcm``; it is there when it is a regular file, never
+    a link to one elsewhere. One ``lstat`` a path: resolving each would cost a
+    tenth of a millisecond."""
+    folder = Path(settings.PSI_STAGING_DIR) / str(int(case_id))
+    folders = {Path(os.path.abspath(folder)), folder.resolve()}
+    found: dict[Path, bool] = {}
+    for path in paths:
+        candidate = Path(os.path.abspath(path))
+        if candidate.parent not in folders or candidate.suffix != ".dcm":
+            continue
+        try:
+            found[candidate] = stat.S_ISREG(os.lstat(candidate).st_mode)
+        except OSError:
+            found[candidate] = False
+    return found
 
 
 def readahead(paths: Iterable[str | os.PathLike[str]]) -> None:

@@ -6,6 +6,7 @@ study is left to ``evaluation`` once all of it is in.
 from __future__ import annotations
 
 import datetime
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from cases.imaging.services.kinds import (
     INGEST_KIND,
     INGEST_TASK,
 )
-from cases.imaging.staging import is_staged, readahead, unstage, work_folder
+from cases.imaging.staging import readahead, staged_in, unstage, work_folder
 from cases.models import Case
 from cases.selectors import PATIENT_IDENTITY
 from consent.services import ConsentMissing
@@ -145,7 +146,7 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         .filter(pk=params["case_id"])
         .first()
     )
-    paths = [Path(p) for p in params.get("paths", [])]
+    paths = [Path(os.path.abspath(p)) for p in params.get("paths", [])]
     result: dict[str, Any] = {
         "accepted": 0,
         "skipped_duplicates": 0,
@@ -163,7 +164,8 @@ def study_ingest(job: Job, progress: Progress) -> dict:
     if params.get("sender_id"):
         sender = get_user_model().objects.filter(pk=params["sender_id"]).first()
     label = sender_label(sender, params.get("calling_ae_title", ""))
-    own = [p for p in paths if is_staged(case.pk, p)]
+    staged = staged_in(case.pk, paths)
+    own = list(staged)
 
     try:
         imaging_gate(case)
@@ -203,9 +205,9 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         ) as intake,
     ):
         for index, path in enumerate(paths, 1):
-            if path not in own:
+            if path not in staged:
                 intake.fail(index, "Not a staged file of this case.")
-            elif not path.exists():
+            elif not staged[path]:
                 intake.fail(index, "The staged file is gone (already ingested?).")
             else:
                 intake.take(index, path)

@@ -576,3 +576,49 @@ def test_consent_withdrawn_before_the_job_runs_refuses_every_file(
     assert "no valid consent" in result["failed"][0]["reason"]
     assert not ImagingInstance.objects.exists()
     assert not list(staging_dir(submitted.pk).glob("*.dcm"))
+
+
+def test_a_job_reads_and_removes_only_its_own_case_staged_files(
+    submitted,
+    case_at,
+    surgeon,
+    good_series,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    """Job params are data: paths outside the case's staging folder are refused
+    per file and left alone, however they are spelt."""
+    other = case_at(S.SUBMITTED)
+    others = stage(other, good_series[:1])[0]
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(good_series[0].read_bytes())
+    folder = staging_dir(submitted.pk)
+    link = folder / "link.dcm"
+    link.symlink_to(outside)
+    not_dicom = folder / "notes.txt"
+    not_dicom.write_bytes(good_series[0].read_bytes())
+    own = stage(submitted, good_series[1:3])
+    paths = [
+        others,
+        str(folder / ".." / str(other.pk) / Path(others).name),
+        str(outside),
+        str(link),
+        str(not_dicom),
+        *own,
+        str(folder / "gone.dcm"),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        job = ingest_enqueue(
+            actor=surgeon, case=submitted, paths=paths, source="upload"
+        )
+    job.refresh_from_db()
+
+    reasons = {f["file"]: f["reason"] for f in job.result["failed"]}
+    assert reasons == {
+        **{f"#{i}": "Not a staged file of this case." for i in (1, 2, 3, 5)},
+        "#4": "The staged file is gone (already ingested?).",
+        "#8": "The staged file is gone (already ingested?).",
+    }
+    assert job.result["accepted"] == 2
+    assert Path(others).exists() and outside.exists() and not_dicom.exists()
+    assert not any(Path(p).exists() for p in own)
