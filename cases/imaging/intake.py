@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import quality
-from cases.imaging.deid import deidentify_stream, read_split
+from cases.imaging.deid import deidentify_stream, read_split, split_bytes
 from cases.imaging.deid.elements import text_value
 from psi.crypto import identity_hmac
 from psi.durable import DurableFile
@@ -55,6 +56,9 @@ MANDATORY = (
 UNREADABLE = "Not a DICOM file, or the file is truncated."
 #: Files written on the intake's thread but not yet on disk, at most.
 WRITES_IN_FLIGHT = 4
+#: Files up to this size are read whole and parsed in memory; larger ones (a
+#: multi-frame object) are read from the file, their pixels never held.
+IN_MEMORY_BYTES = 16 * 1024 * 1024
 
 
 def text(ds, keyword: str) -> str:
@@ -193,7 +197,10 @@ class Intake:
     def _prepare(self, index: int, fp):
         """Check and de-identify one object into the work folder; None if it
         fails or is a duplicate."""
-        split = read_split(fp)
+        if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
+            split = split_bytes(fp.read())
+        else:
+            split = read_split(fp)
         ds = split.header
         missing = [label for keyword, label in MANDATORY if not uid(ds, keyword)]
         if missing:

@@ -106,7 +106,7 @@ from .options import (
     Temporal,
 )
 from .report import summarise_by_study
-from .split import Split, read_split, write_split
+from .split import Split, read_split, split_bytes, write_split
 from .table import TableIntegrityError, load_table, table_edition
 from .values import clean_descriptor, pseudonymous_uid
 
@@ -132,6 +132,7 @@ __all__ = [
     "pseudonymous_uid",
     "quarantine_reason",
     "read_split",
+    "split_bytes",
     "summarise_by_study",
     "table_edition",
     "write_split",
