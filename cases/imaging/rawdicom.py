@@ -1,9 +1,9 @@
 """DICOM at the byte level, for the listener's hot path.
 
 A C-STORE of a CT slice is half a megabyte of pixels behind a kilobyte of header. The
-listener needs three things per object: the File Meta Information to put in front of
-the bytes it stages, the Accession Number to route it by, and the command set of its
-response. pynetdicom and pydicom do all three through the general Dataset
+listener needs four things per object: the fields of its request's command set, the
+File Meta Information to put in front of the bytes it stages, the Accession Number
+to route it by, and the command set of its response. pynetdicom and pydicom do all three through the general Dataset
 machinery, which cost more CPU per slice than receiving the slice; here they are a
 few struct calls. Each is checked against pydicom and pynetdicom in the tests, and
 anything unusual is left to them (``None``).
@@ -12,6 +12,7 @@ anything unusual is left to them (``None``).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
@@ -23,6 +24,7 @@ _ELEMENT = struct.Struct("<HH")
 _LENGTH_32 = struct.Struct("<I")
 _LENGTH_16 = struct.Struct("<H")
 _US = struct.Struct("<H")
+_LENGTH_32_BE = struct.Struct(">I")
 
 
 def _uid(tag: int, value: str, *, implicit: bool = False) -> bytes:
@@ -55,8 +57,10 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
     return encode_element(0x00020000, "UL", _LENGTH_32.pack(len(body))) + body
 
 
+_C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
+SUCCESS = 0x0000
 
 
 def store_success(message_id: int, sop_class_uid: str, sop_instance_uid: str) -> bytes:
@@ -64,18 +68,89 @@ def store_success(message_id: int, sop_class_uid: str, sop_instance_uid: str) ->
     VR little endian, as pynetdicom encodes it: group length, affected SOP class,
     command field, message id responded to, no data set, status 0, affected SOP
     instance."""
-    body = b"".join(
-        (
-            _uid(0x00000002, sop_class_uid, implicit=True),
-            _us(0x00000100, _C_STORE_RSP),
-            _us(0x00000120, message_id),
-            _us(0x00000800, _NO_DATA_SET),
-            _us(0x00000900, 0x0000),
-            _uid(0x00001000, sop_instance_uid, implicit=True),
-        )
-    )
+    return store_response(message_id, sop_class_uid, sop_instance_uid, SUCCESS)
+
+
+def store_response(
+    message_id: int,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    status: int,
+    comment: str = "",
+) -> bytes:
+    """The command set of a C-STORE response with ``status`` and, when given, an
+    Error Comment (0000,0902; at most 64 characters), as pynetdicom encodes it."""
+    parts = [
+        _uid(0x00000002, sop_class_uid, implicit=True),
+        _us(0x00000100, _C_STORE_RSP),
+        _us(0x00000120, message_id),
+        _us(0x00000800, _NO_DATA_SET),
+        _us(0x00000900, status),
+    ]
+    if comment:
+        text = comment[:64].encode("ascii", "replace")
+        parts.append(encode_element(0x00000902, "LO", _even(text), implicit=True))
+    parts.append(_uid(0x00001000, sop_instance_uid, implicit=True))
+    body = b"".join(parts)
     group_length = _LENGTH_32.pack(len(body))
     return encode_element(0x00000000, "UL", group_length, implicit=True) + body
+
+
+def _even(value: bytes) -> bytes:
+    return value + b" " if len(value) & 1 else value
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """The fields of a C-STORE request's command set the listener acts on."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    has_dataset: bool
+
+
+def store_request(command: bytes | memoryview) -> StoreRequest | None:
+    """The C-STORE request in a command set (implicit VR little endian, PS3.7
+    E.1); ``None`` for any other command, or a command set this cannot read (the
+    caller then leaves the message to pynetdicom)."""
+    view = memoryview(command)
+    end = len(view)
+    position = 0
+    values: dict[int, bytes] = {}
+    while position + 8 <= end:
+        group, element = _ELEMENT.unpack_from(view, position)
+        (length,) = _LENGTH_32.unpack_from(view, position + 4)
+        start = position + 8
+        position = start + length
+        if group != 0 or length == _UNDEFINED or position > end:
+            return None
+        values[element] = bytes(view[start:position])
+    if position != end:
+        return None
+    try:
+        field = _US.unpack(values[0x0100])[0]
+        message_id = _US.unpack(values[0x0110])[0]
+        data_set_type = _US.unpack(values[0x0800])[0]
+        sop_class = values[0x0002].rstrip(b"\x00 ").decode("ascii")
+        sop_instance = values[0x1000].rstrip(b"\x00 ").decode("ascii")
+    except (KeyError, struct.error, UnicodeDecodeError):
+        return None
+    if field != _C_STORE_RQ:
+        return None
+    return StoreRequest(
+        message_id=message_id,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        has_dataset=data_set_type != _NO_DATA_SET,
+    )
+
+
+def command_pdu(context_id: int, command: bytes) -> bytes:
+    """A P-DATA-TF PDU (PS3.8 9.3.5) carrying ``command`` whole, as the last
+    fragment of a command, in one presentation data value."""
+    item = _LENGTH_32_BE.pack(len(command) + 2) + bytes((context_id, 0x03)) + command
+    return b"\x04\x00" + _LENGTH_32_BE.pack(len(item)) + item
 
 
 def find_accession(data: bytes | memoryview, *, implicit: bool) -> str | None:

@@ -25,7 +25,7 @@ from django.core.management import call_command
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from cases.imaging import quality, services
+from cases.imaging import quality, rawdicom, services
 from cases.imaging.listener import NO_CASE, REFUSED, Listener, tls_context
 from cases.imaging.models import (
     AcquisitionProfile,
@@ -323,6 +323,47 @@ def _client(listener: Listener, **kwargs):
     ae.add_requested_context(Verification)
     host, port = listener.address
     return ae.associate(host, port, ae_title=OUR_AE, **kwargs)
+
+
+@pytest.mark.parametrize("served_by", ["dul-thread", "pynetdicom"])
+def test_small_pdus_and_an_echo_between_stores_on_one_association(
+    listener, peer, case_at, series_for, enqueued, staging_root, served_by, monkeypatch
+):
+    """A peer limited to 1 kB PDUs sends each slice in many fragments, the
+    Accession Number beyond the first; C-ECHO (left to pynetdicom) works between
+    the C-STOREs and a refused object gets its status and comment. The same
+    whether the DUL thread serves the C-STOREs as they arrive or, for a command
+    it leaves alone, pynetdicom does."""
+    if served_by == "pynetdicom":
+        monkeypatch.setattr(rawdicom, "store_request", lambda command: None)
+    case = case_at(S.SUBMITTED)
+    paths = series_for(case.reference)[:2]
+    for path in paths:  # a long value in front of the Accession Number
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] + ["DERIVED"] * 200
+        ds.save_as(path, enforce_file_format=True)
+    stranger = series_for("C-1999-99999")[0]
+    listener.ae.maximum_pdu_size = 1024  # what the peer may send us
+    assoc = _client(listener)
+    assert assoc.is_established
+    assert assoc.acceptor.maximum_length == 1024
+    try:
+        assert assoc.send_c_store(pydicom.dcmread(paths[0])).Status == 0x0000
+        assert assoc.send_c_echo().Status == 0x0000
+        refused = assoc.send_c_store(pydicom.dcmread(stranger))
+        assert refused.Status == NO_CASE
+        assert refused.ErrorComment == "No case matches the Accession Number"
+        assert assoc.send_c_store(pydicom.dcmread(paths[1])).Status == 0x0000
+    finally:
+        assoc.release()
+    _settle(listener)
+
+    staged = {}
+    for call in enqueued:
+        staged.update(call["bytes"])
+    sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
+    assert sorted(_dataset_bytes(data) for data in staged.values()) == sent
+    assert [c["complete"] for c in enqueued] == [True]
 
 
 def test_accepted_connections_do_not_wait_for_delayed_acks(listener, peer):

@@ -11,11 +11,20 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-from pynetdicom.dimse_messages import C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.pdu import P_DATA_TF
 
-from cases.imaging.rawdicom import file_meta, find_accession, store_success
+from cases.imaging.rawdicom import (
+    StoreRequest,
+    command_pdu,
+    file_meta,
+    find_accession,
+    store_request,
+    store_response,
+    store_success,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,3 +137,77 @@ def test_a_success_response_is_what_pynetdicom_encodes(message_id, instance):
     assert pdata.presentation_data_value_list == [
         (3, b"\x03" + store_success(message_id, CTImageStorage, instance))
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "comment"),
+    [
+        (0xC001, "No case matches the Accession Number"),  # even
+        (0xC002, "No consent covers imaging for this case!"),  # odd
+        (0xA700, "x" * 80),  # cut to the 64 characters of an LO
+        (0x0110, ""),
+    ],
+)
+def test_a_failure_response_is_what_pynetdicom_encodes(status, comment):
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.10.999.7"
+    primitive.Status = status
+    if comment:
+        primitive.ErrorComment = comment[:64]
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    [pdata] = list(message.encode_msg(5, 16384))
+
+    ours = store_response(
+        7, CTImageStorage, "1.2.826.0.1.3680043.10.999.7", status, comment
+    )
+    assert pdata.presentation_data_value_list == [(5, b"\x03" + ours)]
+    assert command_pdu(5, ours) == P_DATA_TF(pdata).encode()
+
+
+def _request_command(primitive, message_class) -> bytes:
+    message = message_class()
+    message.primitive_to_message(primitive)
+    command, *_ = message.encode_msg(1, 1 << 20)  # the data set follows
+    return command.presentation_data_value_list[0][1][1:]
+
+
+@pytest.mark.parametrize("instance", ["1.2.826.0.1.3680043.10.999.1", "1.2.3.45"])
+def test_a_store_request_is_read_from_its_command_set(instance):
+    primitive = C_STORE()
+    primitive.MessageID = 65535
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = instance
+    primitive.Priority = 2
+    primitive.MoveOriginatorApplicationEntityTitle = "MOVER"
+    primitive.MoveOriginatorMessageID = 3
+    primitive.DataSet = io.BytesIO(b"\x08\x00\x50\x00\x00\x00\x00\x00")
+    command = _request_command(primitive, C_STORE_RQ)
+
+    assert store_request(command) == StoreRequest(
+        message_id=65535,
+        sop_class_uid=CTImageStorage,
+        sop_instance_uid=instance,
+        has_dataset=True,
+    )
+
+
+def test_other_commands_and_damaged_ones_are_left_to_pynetdicom():
+    echo = C_ECHO()
+    echo.MessageID = 1
+    echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    assert store_request(_request_command(echo, C_ECHO_RQ)) is None
+
+    store = C_STORE()
+    store.MessageID = 2
+    store.AffectedSOPClassUID = CTImageStorage
+    store.AffectedSOPInstanceUID = "1.2.3"
+    store.DataSet = io.BytesIO(b"\x08\x00\x50\x00\x00\x00\x00\x00")
+    command = _request_command(store, C_STORE_RQ)
+    assert store_request(command) is not None
+    assert store_request(command[:-3]) is None  # cut inside an element
+    assert store_request(command + b"\x00\x00") is None  # a stray tail
+    no_instance = command[: command.index(b"\x00\x00\x00\x10")]
+    assert store_request(no_instance) is None
