@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "psi.settings")
 
@@ -15,17 +15,49 @@ _tokens: dict[str, object] = {}
 
 
 @task_prerun.connect
-def _bind_correlation_id(task_id=None, **_):
+def _bind_correlation_id(task_id=None, task=None, **_):
     # Audit events written by a task carry the task id as their correlation id.
     from psi.middleware import set_correlation_id
 
     _tokens[task_id] = set_correlation_id(task_id or "")
+    _close_old_connections(task)
 
 
 @task_postrun.connect
-def _unbind_correlation_id(task_id=None, **_):
+def _unbind_correlation_id(task_id=None, task=None, **_):
     from psi.middleware import reset_correlation_id
 
     token = _tokens.pop(task_id, None)
     if token is not None:
         reset_correlation_id(token)
+    _close_old_connections(task)
+
+
+def _close_old_connections(task) -> None:
+    """Around each task in a worker, as around each web request: connections
+    past their age, broken or left unusable are closed, the others kept. (An
+    eager task runs inside the caller's request and transaction: untouched.)"""
+    if task is not None and not getattr(task.request, "is_eager", False):
+        from django.db import close_old_connections
+
+        close_old_connections()
+
+
+@worker_init.connect
+def _keep_database_connections(**_):
+    """A worker keeps its database connections from one task to the next, for
+    PSI_WORKER_CONN_MAX_AGE seconds, health-checked before reuse.
+
+    Celery's Django fixup closes every connection around every task (settings
+    tell it not to: CELERY_DB_REUSE_MAX), and DATABASE_CONN_MAX_AGE is 0 by
+    default (a connection per web request): a job's first query would pay for a
+    new connection, a few milliseconds here and a new server process. Set in the
+    worker's main process before it forks its pool, so every pool process
+    inherits it."""
+    from django.conf import settings
+    from django.db import connections
+
+    for alias in connections:
+        options = connections.settings[alias]
+        options["CONN_MAX_AGE"] = settings.PSI_WORKER_CONN_MAX_AGE
+        options["CONN_HEALTH_CHECKS"] = True

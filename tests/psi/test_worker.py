@@ -105,3 +105,19 @@ def test_the_sweeper_resends_a_job_whose_message_was_lost(worker, auditor):
     assert done.status == Job.Status.SUCCEEDED
     # The send that went nowhere counts as an attempt, the run as the second.
     assert (done.attempts, done.result["ok"]) == (2, True)
+
+
+def test_a_worker_keeps_its_database_connection_from_task_to_task(worker):
+    # psi.celery: without it each task would close its connection at the end and
+    # the next would open a new one (a new server process).
+    done = []
+    for _ in range(2):
+        with sending_to_the_broker():
+            job = job_enqueue(
+                kind="test.slow", task_name=SLOW_TASK, params={"steps": 1, "pause": 0}
+            )
+        done.append(wait_for(job, lambda j: j.status in FINISHED, worker))
+    assert [j.status for j in done] == [Job.Status.SUCCEEDED] * 2
+    first, second = (j.result for j in done)
+    assert first["pid"] == second["pid"]  # the one pool process ran both
+    assert first["backend_pid"] == second["backend_pid"]

@@ -6,7 +6,7 @@ import os
 import time
 
 from celery import shared_task
-from django.db import transaction
+from django.db import connection, transaction
 
 from psi.audit import audit_append
 from psi.jobs import job_execute, job_succeed
@@ -31,7 +31,17 @@ def slow_handler(job, progress) -> None:
             object_id=job.pk,
             payload={"attempt": job.attempts},
         )
-        job_succeed(job, result={"attempt": job.attempts, "pid": os.getpid()})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+        job_succeed(
+            job,
+            result={
+                "attempt": job.attempts,
+                "pid": os.getpid(),
+                "backend_pid": backend,
+            },
+        )
 
 
 # A one-second retry delay instead of Celery's three minutes keeps the test short.
