@@ -133,8 +133,7 @@ class DurableFile:
                     self._drain(whole)
                 if whole < filled:
                     self._buffered()
-                    with memoryview(self._buffer) as view:
-                        tail = view[whole:filled]
+                    with memoryview(self._buffer)[whole:filled] as tail:
                         if self._sha256 is not None:
                             self._sha256.update(tail)
                         self._write_all(tail)

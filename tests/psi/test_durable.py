@@ -200,3 +200,16 @@ def test_a_durable_file_seeks_only_to_where_it_is(tmp_path):
         assert handle.seek(0, os.SEEK_CUR) == 3
         with pytest.raises(OSError, match="forward"):
             handle.seek(0)
+
+
+@pytest.mark.parametrize("size", [4097, BUFFER_BYTES + 10])
+def test_many_files_open_at_once_give_their_buffers_back(tmp_path, size):
+    """More files than spare buffers, closed together: each buffer is handed back
+    or closed, with no view of it left behind (a view would make closing it
+    fail)."""
+    handles = [DurableFile(tmp_path / f"{i}.dcm", sync=False) for i in range(8)]
+    for handle in handles:
+        handle.write(_content(size))
+    for handle in handles:
+        handle.close()
+    assert all((tmp_path / f"{i}.dcm").read_bytes() == _content(size) for i in range(8))
