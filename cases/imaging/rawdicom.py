@@ -3,10 +3,10 @@
 A C-STORE of a CT slice is half a megabyte of pixels behind a kilobyte of header. The
 listener needs four things per object: the fields of its request's command set, the
 File Meta Information to put in front of the bytes it stages, the Accession Number
-to route it by, and the command set of its response. pynetdicom and pydicom do all three through the general Dataset
-machinery, which cost more CPU per slice than receiving the slice; here they are a
-few struct calls. Each is checked against pydicom and pynetdicom in the tests, and
-anything unusual is left to them (``None``).
+to route it by, and the command set of its response. pynetdicom and pydicom do all
+four through the general Dataset machinery, which cost more CPU per slice than
+receiving the slice; here they are a few struct calls. Each is checked against
+pydicom and pynetdicom in the tests, and anything unusual is left to them (``None``).
 """
 
 from __future__ import annotations
