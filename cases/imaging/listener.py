@@ -56,7 +56,6 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE, _config, evt
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
@@ -249,8 +248,7 @@ def _streamline(assoc, serve) -> _Socket:
     to do, and the association's thread sleeps 1 ms before each look for a received
     message; here the DUL thread waits in ``_Socket.ready`` and the association's
     thread on its queue of received messages, each woken the moment there is
-    something for it. Successful C-STORE responses are encoded directly
-    (:func:`rawdicom.store_success`), and C-STORE requests are served on the DUL
+    something for it. C-STORE requests are served, and answered, on the DUL
     thread itself (:class:`_StoreReceiver`). Done before the association starts:
     nothing is queued yet (what might be is moved anyway)."""
     dul = assoc.dul
@@ -273,34 +271,6 @@ def _streamline(assoc, serve) -> _Socket:
             return None, None
 
     dimse.get_msg = get_msg
-    send_message = dimse.send_msg
-
-    def send_msg(primitive, context_id: int) -> None:
-        # A successful C-STORE response, most of what we send, encoded directly:
-        # pynetdicom built and encoded a Dataset for it twice, a third of the
-        # thread's CPU per object. EVT_DIMSE_SENT is not triggered for it (the
-        # listener has no handler for it). Anything else goes through pynetdicom.
-        if (
-            isinstance(primitive, C_STORE)
-            and primitive.MessageIDBeingRespondedTo is not None
-            and primitive.Status == SUCCESS
-            and primitive.ErrorComment is None
-            and primitive.OffendingElement is None
-            and primitive.DataSet is None
-        ):
-            command = rawdicom.store_success(
-                primitive.MessageIDBeingRespondedTo,
-                primitive.AffectedSOPClassUID,
-                primitive.AffectedSOPInstanceUID,
-            )
-            pdata = P_DATA()
-            # One fragment, command, last (PS3.8 E.2): a few dozen bytes.
-            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
-            dimse.dul.send_pdu(pdata)
-            return
-        send_message(primitive, context_id)
-
-    dimse.send_msg = send_msg
     dimse.receive_primitive = _StoreReceiver(assoc, dimse.receive_primitive, serve)
     return sock
 

@@ -60,15 +60,6 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
 _C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
-SUCCESS = 0x0000
-
-
-def store_success(message_id: int, sop_class_uid: str, sop_instance_uid: str) -> bytes:
-    """The command set of a successful C-STORE response (PS3.7 9.3.1.2), implicit
-    VR little endian, as pynetdicom encodes it: group length, affected SOP class,
-    command field, message id responded to, no data set, status 0, affected SOP
-    instance."""
-    return store_response(message_id, sop_class_uid, sop_instance_uid, SUCCESS)
 
 
 def store_response(

@@ -23,7 +23,6 @@ from cases.imaging.rawdicom import (
     find_accession,
     store_request,
     store_response,
-    store_success,
 )
 
 
@@ -121,38 +120,21 @@ def test_a_dataset_with_an_accession_beyond_its_end_is_not_read_past_it():
 
 
 @pytest.mark.parametrize(
-    ("message_id", "instance"),
-    [(1, "1.2.826.0.1.3680043.10.999.1"), (65535, "1.2.826.0.1.3680043.10.999.12")],
+    ("message_id", "instance", "status", "comment"),
+    [
+        (1, "1.2.826.0.1.3680043.10.999.1", 0x0000, ""),  # success, odd UID
+        (65535, "1.2.826.0.1.3680043.10.999.12", 0x0000, ""),  # even UID
+        (7, "1.2.826.0.1.3680043.10.999.7", 0xC001, "No case matches it"),  # even
+        (7, "1.2.826.0.1.3680043.10.999.7", 0xC002, "No consent covers it!"),  # odd
+        (7, "1.2.826.0.1.3680043.10.999.7", 0xA700, "x" * 80),  # cut to an LO's 64
+        (7, "1.2.826.0.1.3680043.10.999.7", 0x0110, ""),
+    ],
 )
-def test_a_success_response_is_what_pynetdicom_encodes(message_id, instance):
+def test_a_response_is_what_pynetdicom_encodes(message_id, instance, status, comment):
     primitive = C_STORE()
     primitive.MessageIDBeingRespondedTo = message_id
     primitive.AffectedSOPClassUID = CTImageStorage
     primitive.AffectedSOPInstanceUID = instance
-    primitive.Status = 0x0000
-    message = C_STORE_RSP()
-    message.primitive_to_message(primitive)
-    [pdata] = list(message.encode_msg(3, 16384))
-
-    assert pdata.presentation_data_value_list == [
-        (3, b"\x03" + store_success(message_id, CTImageStorage, instance))
-    ]
-
-
-@pytest.mark.parametrize(
-    ("status", "comment"),
-    [
-        (0xC001, "No case matches the Accession Number"),  # even
-        (0xC002, "No consent covers imaging for this case!"),  # odd
-        (0xA700, "x" * 80),  # cut to the 64 characters of an LO
-        (0x0110, ""),
-    ],
-)
-def test_a_failure_response_is_what_pynetdicom_encodes(status, comment):
-    primitive = C_STORE()
-    primitive.MessageIDBeingRespondedTo = 7
-    primitive.AffectedSOPClassUID = CTImageStorage
-    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.10.999.7"
     primitive.Status = status
     if comment:
         primitive.ErrorComment = comment[:64]
@@ -160,9 +142,7 @@ def test_a_failure_response_is_what_pynetdicom_encodes(status, comment):
     message.primitive_to_message(primitive)
     [pdata] = list(message.encode_msg(5, 16384))
 
-    ours = store_response(
-        7, CTImageStorage, "1.2.826.0.1.3680043.10.999.7", status, comment
-    )
+    ours = store_response(message_id, CTImageStorage, instance, status, comment)
     assert pdata.presentation_data_value_list == [(5, b"\x03" + ours)]
     assert command_pdu(5, ours) == P_DATA_TF(pdata).encode()
 
