@@ -26,6 +26,7 @@ pydicom writes (the tests compare them); whatever is not simple goes to pydicom.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -77,8 +78,8 @@ _PYDICOM_IMPLEMENTATION = (
     (0x00020013, "SH", f"PYDICOM {'.'.join(__version_info__)}", False),
 )
 _LENGTH_32 = struct.Struct("<I")
-_EXPLICIT = struct.Struct("<HH2sH")
-_IMPLICIT = struct.Struct("<HHI")
+_TAG = struct.Struct("<HH")
+_LENGTH_16 = struct.Struct("<H")
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM_DELIMITER = 0xFFFEE00D
 # Where pydicom's ``stop_before_pixels`` stops: any of the three pixel data tags.
@@ -136,10 +137,8 @@ def split_bytes(data: bytes) -> Split:
         offset = fp.tell()
     else:
         header, offset = parsed
-    split = _locate_pixels(header, offset, data[offset : offset + 12], len(data))
-    return Split(
-        split.header, split.pixel_offset, split.pixel_bytes, split.complete, data
-    )
+    located = _locate_pixels(header, offset, data[offset : offset + 12], len(data))
+    return dataclasses.replace(located, data=data)
 
 
 def _locate_pixels(header: Dataset, offset: int, element: bytes, size: int) -> Split:
@@ -181,7 +180,7 @@ def read_header(data: bytes) -> tuple[Dataset, int] | None:
     end = len(data)
     if end < 132 or data[128:132] != b"DICM":
         return None
-    meta, position = _read_elements(data, 132, False, group=2)
+    meta, position, _ = _read_elements(data, 132, False, group=2)
     if meta is None:
         return None
     syntax = meta.get(_TRANSFER_SYNTAX)
@@ -194,15 +193,9 @@ def read_header(data: bytes) -> tuple[Dataset, int] | None:
         first = data[position + 4 : position + 6]
         if (0x40 < first[0] < 0x5B and 0x40 < first[1] < 0x5B) == implicit:
             return None
-    elements, position = _read_elements(data, position, implicit)
+    elements, position, encoding = _read_elements(data, position, implicit)
     if elements is None:
         return None
-    charset = elements.get(_SPECIFIC_CHARACTER_SET)
-    encoding = (
-        convert_encodings(convert_raw_data_element(charset).value)
-        if charset is not None
-        else default_encoding
-    )
     dataset = Dataset(elements)
     dataset.set_original_encoding(implicit, True, encoding)
     file_meta = FileMetaDataset(meta)
@@ -216,43 +209,43 @@ def read_header(data: bytes) -> tuple[Dataset, int] | None:
 
 def _read_elements(
     data: bytes, position: int, implicit: bool, *, group: int | None = None
-) -> tuple[dict | None, int]:
+) -> tuple[dict | None, int, str | list[str]]:
     """The elements from ``position``, up to the pixel data, the end of ``data``
-    or (with ``group``) the first element of another group; ``None`` for
-    anything ``read_header`` leaves to pydicom."""
+    or (with ``group``) the first element of another group, where they end and
+    the character set they declare; ``None`` for anything ``read_header`` leaves
+    to pydicom."""
     end = len(data)
     elements: dict[BaseTag, RawDataElement | DataElement] = {}
-    encoding = default_encoding
+    encoding: str | list[str] = default_encoding
     while position + 8 <= end:
-        if implicit:
-            group_number, number, length = _IMPLICIT.unpack_from(data, position)
-            vr = None
-            start = position + 8
-        else:
-            group_number, number, code, length = _EXPLICIT.unpack_from(data, position)
-            if group is not None and group_number != group:
-                break
-            if code in LONG_VRS:
-                if position + 12 > end:
-                    return None, position
-                (length,) = _LENGTH_32.unpack_from(data, position + 8)
-                start = position + 12
-            elif code in _KNOWN_VRS:
-                start = position + 8
-            else:
-                return None, position
-            vr = code.decode("ascii")
+        group_number, number = _TAG.unpack_from(data, position)
         if group is not None and group_number != group:
             break
         tag = group_number << 16 | number
         if tag in _PIXEL_TAGS:
             break
         if group_number == 0 or tag == _ITEM_DELIMITER:
-            return None, position
+            return None, position, encoding
+        if implicit:
+            (length,) = _LENGTH_32.unpack_from(data, position + 4)
+            vr, start = None, position + 8
+        else:
+            code = data[position + 4 : position + 6]
+            if code in LONG_VRS:
+                if position + 12 > end:
+                    return None, position, encoding
+                (length,) = _LENGTH_32.unpack_from(data, position + 8)
+                start = position + 12
+            elif code in _KNOWN_VRS:
+                (length,) = _LENGTH_16.unpack_from(data, position + 6)
+                start = position + 8
+            else:
+                return None, position, encoding
+            vr = code.decode("ascii")
         key = BaseTag(tag)
         if length == _UNDEFINED:
             if (vr or _dictionary_vr(tag)) != "SQ":
-                return None, position
+                return None, position, encoding
             fp = DicomBytesIO(data)
             fp.seek(start)
             sequence = read_sequence(fp, implicit, True, length, encoding)
@@ -263,13 +256,12 @@ def _read_elements(
             continue
         position = start + length
         if position > end:
-            return None, position
+            return None, position, encoding
         value = data[start:position] if length else empty_value_for_VR(vr, raw=True)
         elements[key] = RawDataElement(key, vr, length, value, start, implicit, True)
         if tag == _SPECIFIC_CHARACTER_SET:
-            charset = convert_raw_data_element(elements[key]).value
-            encoding = convert_encodings(charset)
-    return elements, position
+            encoding = convert_encodings(convert_raw_data_element(elements[key]).value)
+    return elements, position, encoding
 
 
 def _dictionary_vr(tag: int) -> str | None:
