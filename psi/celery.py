@@ -15,25 +15,25 @@ _tokens: dict[str, object] = {}
 
 
 @task_prerun.connect
-def _bind_correlation_id(task_id=None, task=None, **_):
+def _bind_correlation_id(task_id=None, **_):
     # Audit events written by a task carry the task id as their correlation id.
     from psi.middleware import set_correlation_id
 
     _tokens[task_id] = set_correlation_id(task_id or "")
-    _close_old_connections(task)
 
 
 @task_postrun.connect
-def _unbind_correlation_id(task_id=None, task=None, **_):
+def _unbind_correlation_id(task_id=None, **_):
     from psi.middleware import reset_correlation_id
 
     token = _tokens.pop(task_id, None)
     if token is not None:
         reset_correlation_id(token)
-    _close_old_connections(task)
 
 
-def _close_old_connections(task) -> None:
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(task=None, **_) -> None:
     """Around each task in a worker, as around each web request: connections
     past their age, broken or left unusable are closed, the others kept. (An
     eager task runs inside the caller's request and transaction: untouched.)"""

@@ -296,11 +296,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A job that shows no progress for this long is re-enqueued by the sweeper.
 PSI_JOB_STALL_SECONDS = env_int("PSI_JOB_STALL_SECONDS", 15 * 60)
+PSI_JOB_MAX_ATTEMPTS = env_int("PSI_JOB_MAX_ATTEMPTS", 3)
 # Celery workers keep database connections across tasks, closed by age and health
 # (psi.celery) instead of around every task by Celery's Django fixup.
 PSI_WORKER_CONN_MAX_AGE = env_int("PSI_WORKER_CONN_MAX_AGE", 600)
 CELERY_DB_REUSE_MAX = 2**31
-PSI_JOB_MAX_ATTEMPTS = env_int("PSI_JOB_MAX_ATTEMPTS", 3)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stalled-jobs": {
         "task": "psi.tasks.job_sweep",
