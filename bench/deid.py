@@ -5,6 +5,8 @@ Writes the phantom series to a temporary folder, then times:
 - PSI file to file: ``deidentify_file`` (read with deferred pixel data, de-identify,
   write), in one process and in ``--workers`` processes (the ingest path's shape);
 - PSI engine alone: ``deidentify`` on datasets already read;
+- PSI plain objects: ``PlainMemo`` on files already in memory (the ingest's way
+  for a series: each distinct element de-identified once), writing nowhere;
 - pydicom alone: the same read and write with no de-identification (the I/O floor);
 - dicognito, when it is installed (``.venv/bin/pip install dicognito``; it is not a
   PSI dependency), file to file and engine alone, on the same files.
@@ -36,6 +38,7 @@ if str(ROOT) not in sys.path:
 import pydicom  # noqa: E402
 
 from cases.imaging.deid import DEFER_SIZE, deidentify, deidentify_file  # noqa: E402
+from cases.imaging.deid.plain import PlainMemo  # noqa: E402
 from cases.imaging.phantom import PhantomSpec, write_series  # noqa: E402
 
 KWARGS = {
@@ -149,6 +152,14 @@ def main() -> None:
             for ds in datasets:
                 deidentify(ds, **KWARGS)
         line("PSI deidentify (engine alone)", n, t)
+
+        contents = [p.read_bytes() for p in paths]
+        with Timer() as t:
+            memo = PlainMemo(**KWARGS)
+            for data in contents:
+                if memo.deidentify(data) is None:
+                    sys.exit("a phantom slice is not plain: see deid.plain")
+        line("PSI PlainMemo, files in memory", n, t)
 
         if args.no_dicognito:
             return

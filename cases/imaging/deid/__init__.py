@@ -17,7 +17,9 @@ Usage::
 ``deidentify(ds, ...)`` does the same to a dataset in memory, in place. Kept elements
 are never decoded and replacements go in as encoded raw elements, so one CT slice
 costs about half a millisecond of CPU (``bench/deid.py``); the pixel data is read
-once, by the writer, and never decoded.
+once, by the writer, and never decoded. ``plain.PlainMemo`` de-identifies the
+plain objects of one patient (a whole file in memory, no sequence) a series at a
+time, running the engine once per distinct element and writing the same bytes.
 
 PSI defaults (``DEFAULT_OPTIONS``), on top of the Basic Profile (113100):
 

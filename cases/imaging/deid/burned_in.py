@@ -64,6 +64,11 @@ SCREEN_IMAGE_TYPES = frozenset(
 )
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 BURNED_IN_ANNOTATION = 0x00280301
+#: The elements ``quarantine_reason`` reads, besides which overlay groups there are
+#: (a caller may remember its answer for the same values of these).
+QUARANTINE_TAGS = frozenset(
+    {BURNED_IN_ANNOTATION, 0x00080016, 0x00080060, 0x00080008, 0x00080064, 0x00280302}
+)
 
 
 def quarantine_reason(ds: Dataset) -> str | None:

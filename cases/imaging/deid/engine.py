@@ -139,49 +139,62 @@ class _Walker:
     # -- the walk ----------------------------------------------------------------------
 
     def walk(self, ds: Dataset, rules: dict[int, Rule]) -> None:
-        profile = self.profile
-        add = self.report.add
         private: list[BaseTag] = []
         overlays: list[int] = []
         for tag, elem in list(ds.items()):
-            group = tag >> 16
-            if group & 1:
-                private.append(tag)
-                continue
-            rule = rules.get(tag)
-            if rule is None:
-                if 0x6000 <= group <= 0x60FF and tag & 0xFFFF in (0x3000, 0x4000):
-                    if tag & 0xFFFF == 0x3000:
-                        rule = profile.overlay_data
-                        overlays.append(group)
-                    else:
-                        rule = profile.overlay_comments
-                elif 0x5000 <= group <= 0x50FF:
-                    rule = profile.curve
-                else:
-                    rule = unlisted_rule(profile, tag)
-            action = rule.action
-            # The common cases first: most elements are kept, many removed.
-            if action == KEEP:
-                # By the dictionary or by the file: a sequence sent under another VR
-                # is opened (or removed), never passed on unread.
-                is_sequence = rule.vr == "SQ" or elem.VR == "SQ"
-                if is_sequence and not self.walk_sequence(ds, tag):
-                    continue
-                add("kept", rule.label)
-            elif action == REMOVE:
-                del ds[tag]
-                add("removed", rule.label)
-            else:
-                self.apply(ds, tag, elem, rule, action)
+            self.step(ds, tag, elem, rules, private, overlays)
         if private:
             self.private(ds, private)
+        add = self.report.add
         for group in overlays:
             # An Overlay Plane whose Overlay Data is gone is invalid, and its
             # Description, Label and ROI statistics can identify: the whole group goes.
             for tag in [t for t in ds.keys() if t >> 16 == group]:  # noqa: SIM118
                 del ds[tag]
                 add("removed", f"Overlay plane ({group:04X},xxxx)")
+
+    def step(
+        self,
+        ds: Dataset,
+        tag: BaseTag,
+        elem: DataElement | RawDataElement,
+        rules: dict[int, Rule],
+        private: list[BaseTag],
+        overlays: list[int],
+    ) -> None:
+        """One element of ``ds``: its rule applied. Private elements are put in
+        ``private`` and the groups of overlay data in ``overlays``, for the walk
+        to finish with once every element has had its step."""
+        group = tag >> 16
+        if group & 1:
+            private.append(tag)
+            return
+        rule = rules.get(tag)
+        if rule is None:
+            if 0x6000 <= group <= 0x60FF and tag & 0xFFFF in (0x3000, 0x4000):
+                if tag & 0xFFFF == 0x3000:
+                    rule = self.profile.overlay_data
+                    overlays.append(group)
+                else:
+                    rule = self.profile.overlay_comments
+            elif 0x5000 <= group <= 0x50FF:
+                rule = self.profile.curve
+            else:
+                rule = unlisted_rule(self.profile, tag)
+        action = rule.action
+        # The common cases first: most elements are kept, many removed.
+        if action == KEEP:
+            # By the dictionary or by the file: a sequence sent under another VR
+            # is opened (or removed), never passed on unread.
+            is_sequence = rule.vr == "SQ" or elem.VR == "SQ"
+            if is_sequence and not self.walk_sequence(ds, tag):
+                return
+            self.report.add("kept", rule.label)
+        elif action == REMOVE:
+            del ds[tag]
+            self.report.add("removed", rule.label)
+        else:
+            self.apply(ds, tag, elem, rule, action)
 
     def apply(
         self,
