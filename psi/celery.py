@@ -45,19 +45,11 @@ def _close_old_connections(task=None, **_) -> None:
 
 @worker_init.connect
 def _keep_database_connections(**_):
-    """A worker keeps its database connections from one task to the next, for
-    PSI_WORKER_CONN_MAX_AGE seconds, health-checked before reuse.
+    """A worker keeps its database connections from one task to the next
+    (``psi.database.keep_connections``). Celery's Django fixup closes every
+    connection around every task (settings tell it not to: CELERY_DB_REUSE_MAX).
+    Set in the worker's main process before it forks its pool, so every pool
+    process inherits it."""
+    from psi.database import keep_connections
 
-    Celery's Django fixup closes every connection around every task (settings
-    tell it not to: CELERY_DB_REUSE_MAX), and DATABASE_CONN_MAX_AGE is 0 by
-    default (a connection per web request): a job's first query would pay for a
-    new connection, a few milliseconds here and a new server process. Set in the
-    worker's main process before it forks its pool, so every pool process
-    inherits it."""
-    from django.conf import settings
-    from django.db import connections
-
-    for alias in connections:
-        options = connections.settings[alias]
-        options["CONN_MAX_AGE"] = settings.PSI_WORKER_CONN_MAX_AGE
-        options["CONN_HEALTH_CHECKS"] = True
+    keep_connections()

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from cases.imaging.listener import Listener, tls_context
+from psi.database import keep_connections
 
 
 class Command(BaseCommand):
@@ -40,6 +41,9 @@ class Command(BaseCommand):
             context = tls_context(cert, key, ca) if cert else None
         except OSError as error:
             raise CommandError(f"TLS files could not be read: {error}") from None
+        # The hand-over thread enqueues a batch every few hundred milliseconds
+        # while a study arrives: one connection for all of them.
+        keep_connections()
         listener = Listener(
             host=options["host"],
             port=options["port"],
