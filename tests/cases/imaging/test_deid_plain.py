@@ -117,6 +117,22 @@ def test_every_flat_attribute_of_the_table_is_treated_as_the_engine_treats_it(se
     assert _assert_same(memo, odd).report["notes"]
 
 
+def _in_utf8(ds):
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SeriesDescription = "Schädel KOPF 1mm Knochen"
+    ds.StudyDescription = "Schädel-CT präoperativ"
+    ds.PatientName = "Müller^Jürgen"
+    ds.InstitutionName = "Klinikum Süd"
+
+
+def test_text_in_another_character_set_is_read_as_the_engine_reads_it(series):
+    memo = PlainMemo(**KWARGS)
+    result = _assert_same(memo, _with(series[3], _in_utf8))
+    assert str(result.source.PatientName) == "Müller^Jürgen"
+    _assert_same(memo, _with(series[4], _in_utf8))  # the same kind, remembered
+    _assert_same(memo, series[5])  # and the first character set again
+
+
 def test_other_options_and_a_full_memo_give_the_same(series, monkeypatch):
     options = dataclasses.replace(DEFAULT_OPTIONS, retain_patient_characteristics=False)
     memo = PlainMemo(options=options, **KWARGS)
