@@ -10,15 +10,41 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 Encoding = tuple[bool, bool]  # (implicit VR, little endian)
 DEFAULT_ENCODING: Encoding = (False, True)
 #: Explicit VRs with two reserved bytes and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+#: The VRs of PS3.5, as their two bytes, and their names.
+VR_NAMES = {vr.value.encode("ascii"): vr.value for vr in VR if len(vr.value) == 2}
 _TAG = struct.Struct("<HH")
 _LENGTH_16 = struct.Struct("<H")
 _LENGTH_32 = struct.Struct("<I")
+
+
+def element_head(
+    data: bytes, position: int, implicit: bool
+) -> tuple[str | None, int, int] | None:
+    """The VR (None in implicit VR), where the value starts and its length, of
+    the little endian element at ``position`` (at least 8 bytes from the end of
+    ``data``); None where an explicit VR is none of PS3.5's or the header runs
+    past the end."""
+    if implicit:
+        return None, position + 8, _LENGTH_32.unpack_from(data, position + 4)[0]
+    code = data[position + 4 : position + 6]
+    if code in LONG_VRS:
+        if position + 12 > len(data):
+            return None
+        return (
+            VR_NAMES[code],
+            position + 12,
+            _LENGTH_32.unpack_from(data, position + 8)[0],
+        )
+    vr = VR_NAMES.get(code)
+    if vr is None:
+        return None
+    return vr, position + 8, _LENGTH_16.unpack_from(data, position + 6)[0]
 
 
 def padded(text: str, vr: str) -> bytes:

@@ -37,6 +37,7 @@ from .burned_in import QUARANTINE_TAGS, quarantine_reason
 from .elements import (
     DEFAULT_ENCODING,
     LONG_VRS,
+    element_head,
     encode_element,
     padded,
     text_element,
@@ -46,7 +47,7 @@ from .engine import DeidResult, _check_arguments, _Walker
 from .marking import mark, replace_file_meta
 from .options import DEFAULT_OPTIONS, TOOL_NAME, TOOL_VERSION, DeidOptions
 from .report import ReportBuilder, totals
-from .split import _KNOWN_VRS, _PIXEL_TAGS, _encode_elements, _encode_file_meta
+from .split import _PIXEL_TAGS, _encode_elements, _encode_file_meta
 from .table import (
     CLASSIC_IMAGE_SOP_CLASSES,
     KEEP,
@@ -77,8 +78,6 @@ _META_VERSION = 0x00020001
 # the marking then merges with what is there.
 _MARKING = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303, 0x0018A001})
 _TAG = struct.Struct("<HH")
-_VR_NAMES = {code: code.decode("ascii") for code in _KNOWN_VRS}
-_LENGTH_16 = struct.Struct("<H")
 _LENGTH_32 = struct.Struct("<I")
 _UID_TAGS = {
     "study_instance_uid": 0x0020000D,
@@ -468,24 +467,12 @@ def _elements(data: bytes, position: int, implicit: bool, *, meta: bool = False)
             return (items, position) if tag == _PIXEL_DATA and not meta else (None, 0)
         if group == 0 or group == 0xFFFE or (group == 2) != meta:
             return None, 0
-        if implicit:
-            (length,) = _LENGTH_32.unpack_from(data, position + 4)
-            vr, start = None, position + 8
-        else:
-            code = data[position + 4 : position + 6]
-            if code in LONG_VRS:
-                if position + 12 > end or data[position + 6 : position + 8] != b"\0\0":
-                    return None, 0
-                (length,) = _LENGTH_32.unpack_from(data, position + 8)
-                start = position + 12
-            elif code in _KNOWN_VRS:
-                (length,) = _LENGTH_16.unpack_from(data, position + 6)
-                start = position + 8
-            else:
-                return None, 0
-            vr = _VR_NAMES[code]
-            if vr == "SQ":
-                return None, 0
+        head = element_head(data, position, implicit)
+        if head is None or head[0] == "SQ":
+            return None, 0
+        vr, start, length = head
+        if start == position + 12 and data[position + 6 : start - 4] != b"\0\0":
+            return None, 0  # reserved bytes that are not zero: pydicom's to read
         position = start + length
         if length == _UNDEFINED or position > end:
             return None, 0

@@ -54,9 +54,15 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .elements import LONG_VRS, encode_element, text_element, text_value
+from .elements import (
+    LONG_VRS,
+    element_head,
+    encode_element,
+    text_element,
+    text_value,
+)
 
 _PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 _UNDEFINED = 0xFFFFFFFF
@@ -79,14 +85,11 @@ _PYDICOM_IMPLEMENTATION = (
 )
 _LENGTH_32 = struct.Struct("<I")
 _TAG = struct.Struct("<HH")
-_LENGTH_16 = struct.Struct("<H")
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM_DELIMITER = 0xFFFEE00D
 # Where pydicom's ``stop_before_pixels`` stops: any of the three pixel data tags.
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _SYNTAXES = {ExplicitVRLittleEndian: False, ImplicitVRLittleEndian: True}
-# The VRs of PS3.5; pydicom guesses at others, so it reads those files.
-_KNOWN_VRS = frozenset(vr.value.encode("ascii") for vr in VR if len(vr.value) == 2)
 
 
 @dataclass(frozen=True)
@@ -226,22 +229,10 @@ def _read_elements(
             break
         if group_number == 0 or tag == _ITEM_DELIMITER:
             return None, position, encoding
-        if implicit:
-            (length,) = _LENGTH_32.unpack_from(data, position + 4)
-            vr, start = None, position + 8
-        else:
-            code = data[position + 4 : position + 6]
-            if code in LONG_VRS:
-                if position + 12 > end:
-                    return None, position, encoding
-                (length,) = _LENGTH_32.unpack_from(data, position + 8)
-                start = position + 12
-            elif code in _KNOWN_VRS:
-                (length,) = _LENGTH_16.unpack_from(data, position + 6)
-                start = position + 8
-            else:
-                return None, position, encoding
-            vr = code.decode("ascii")
+        head = element_head(data, position, implicit)
+        if head is None:
+            return None, position, encoding
+        vr, start, length = head
         key = BaseTag(tag)
         if length == _UNDEFINED:
             if (vr or _dictionary_vr(tag)) != "SQ":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 
+import pydicom
 import pytest
+from pydicom.uid import ExplicitVRBigEndian
 
 SECRET = b"psi-test-uid-secret-0123456789ab"
 OFFSET = -4321
@@ -26,3 +29,15 @@ needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None,
     reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs it)",
 )
+
+
+def big_endian(data: bytes) -> bytes:
+    """A Part 10 file in explicit VR big endian (retired, still sent by old
+    systems): what neither fast path reads."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(
+        buffer, ds, little_endian=False, implicit_vr=False, force_encoding=True
+    )
+    return buffer.getvalue()

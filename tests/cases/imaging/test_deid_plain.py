@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import ImplicitVRLittleEndian
 
 from cases.imaging import quality
 from cases.imaging.deid import (
@@ -25,7 +25,7 @@ from cases.imaging.intake import uid
 from cases.imaging.phantom import PhantomSpec, write_series
 
 from .leaky import make_leaky
-from .support import KWARGS
+from .support import KWARGS, big_endian
 
 
 @pytest.fixture(scope="module", params=["explicit", "implicit"])
@@ -175,14 +175,12 @@ def _truncated(data: bytes) -> bytes:
     return data[:-10]
 
 
-def _big_endian(data: bytes) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(
-        buffer, ds, little_endian=False, implicit_vr=False, force_encoding=True
-    )
-    return buffer.getvalue()
+def _reserved(data: bytes) -> bytes:
+    """The reserved bytes of a long-VR header (File Meta Information Version, OB)
+    not zero: pydicom ignores them, the encoder would write zeros."""
+    head = b"\x02\x00\x01\x00OB\x00\x00"
+    assert head in data
+    return data.replace(head, b"\x02\x00\x01\x00OB\x01\x00", 1)
 
 
 def _twice(data: bytes) -> bytes:
@@ -207,7 +205,8 @@ def _twice(data: bytes) -> bytes:
         lambda d: _with(d, _no_pixels),
         _marked,
         _truncated,
-        _big_endian,
+        big_endian,
+        _reserved,
         _twice,
     ],
     ids=[
@@ -218,6 +217,7 @@ def _twice(data: bytes) -> bytes:
         "marked",
         "truncated",
         "big-endian",
+        "reserved-bytes",
         "tag-twice",
     ],
 )

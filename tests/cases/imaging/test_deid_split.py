@@ -18,7 +18,7 @@ from cases.imaging.deid.split import encode_header, read_header
 from cases.imaging.phantom import PhantomSpec, write_series
 
 from .leaky import make_leaky
-from .support import KWARGS
+from .support import KWARGS, big_endian
 
 
 @pytest.fixture(scope="module", params=["explicit", "implicit"])
@@ -247,16 +247,6 @@ def _without_preamble(data: bytes) -> bytes:
     return data[132:]
 
 
-def _big_endian(data: bytes) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(
-        buffer, ds, little_endian=False, implicit_vr=False, force_encoding=True
-    )
-    return buffer.getvalue()
-
-
 def _undefined_length_text(data: bytes) -> bytes:
     """An element of undefined length that is no sequence: pydicom's to judge."""
     cut = read_split(io.BytesIO(data)).pixel_offset
@@ -281,7 +271,7 @@ def _unknown_vr(data: bytes) -> bytes:
     "change",
     [
         _without_preamble,
-        _big_endian,
+        big_endian,
         _undefined_length_text,
         _truncated_header,
         _unknown_vr,
