@@ -30,7 +30,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
-from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -567,10 +566,6 @@ class Listener:
             connection.close()
 
     def _hand_over(self, ae_title: str, batch: _Batch) -> None:
-        case_id = batch.case.id
-        # The staged files' directory entries are durable before the job can name
-        # the files.
-        _fsync_dir(staging.staging_dir(case_id))
         try:
             with transaction.atomic():
                 services.ingest_enqueue(
@@ -757,11 +752,3 @@ class Listener:
                 session.received,
                 session.refused,
             )
-
-
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

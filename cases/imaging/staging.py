@@ -51,6 +51,18 @@ def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
     return path
 
 
+def staging_sync(case_id: int) -> None:
+    """Make the names of the case's staged files durable, as their bytes already
+    are (``stage_chunks``): the case's staging folder is fsynced. A job names
+    staged files only after this, so a crash cannot leave it naming files the
+    folder lost."""
+    descriptor = os.open(staging_dir(case_id), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def staged_in(
     case_id: int, paths: Iterable[str | os.PathLike[str]]
 ) -> dict[Path, bool]:

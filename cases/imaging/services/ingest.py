@@ -35,7 +35,13 @@ from cases.imaging.services.kinds import (
     INGEST_KIND,
     INGEST_TASK,
 )
-from cases.imaging.staging import readahead, staged_in, unstage, work_folder
+from cases.imaging.staging import (
+    readahead,
+    staged_in,
+    staging_sync,
+    unstage,
+    work_folder,
+)
 from cases.models import Case
 from cases.selectors import PATIENT_IDENTITY
 from consent.services import ConsentMissing
@@ -82,6 +88,10 @@ def ingest_enqueue(
     elif not calling_ae_title:
         raise PermissionRefused("Imaging needs a known sender.")
     staged = [str(p) for p in paths]
+    if staged:
+        # Upload, STOW-RS and the listener told their senders the objects are
+        # stored: their names are on disk before a job can name them.
+        staging_sync(case.pk)
     with transaction.atomic():
         case = (
             Case.objects.select_related("patient")

@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,29 @@ def ingest(case, actor, paths, capture) -> Job:
 @pytest.fixture
 def submitted(case_at):
     return case_at(S.SUBMITTED)
+
+
+def test_the_staged_names_are_made_durable_before_a_job_names_them(
+    submitted, surgeon, good_series, monkeypatch
+):
+    """Upload, STOW-RS and the listener all hand staged files over through
+    ingest_enqueue: the staging folder is fsynced first (a crash after the
+    sender was told "stored" must not lose the files' names)."""
+    staged = stage(submitted, good_series[:3])
+    folder = staging_dir(submitted.pk)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        if os.path.samestat(os.fstat(descriptor), folder.stat()):
+            synced.append(Job.objects.filter(kind="imaging.ingest").count())
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ingest_enqueue(actor=surgeon, case=submitted, paths=staged, source="upload")
+    assert synced == [0]  # once, before the job existed
+    ingest_enqueue(actor=surgeon, case=submitted, paths=[], source="upload")
+    assert synced == [0]  # nothing staged, nothing to sync
 
 
 def test_good_series_is_accepted_and_moves_the_case(
