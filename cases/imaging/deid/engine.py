@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -433,6 +434,49 @@ def _check_arguments(
         )
 
 
+def option_notes(options: DeidOptions) -> set[str]:
+    """What the report says because of the options alone."""
+    if options.retain_safe_private and not options.safe_private_tags:
+        return {
+            "Retain Safe Private is on, but the pinned table lists no safe private "
+            "attribute and none was configured: no private attribute was kept"
+        }
+    return set()
+
+
+def object_report(
+    ds: Dataset,
+    *,
+    options: DeidOptions,
+    sop_class: str,
+    reason: str | None,
+    counts: dict[str, dict[str, int]],
+    notes: Iterable[str],
+    pixel_data: str,
+) -> dict[str, Any]:
+    """The report of one object (JSON-ready): the tool, table and options, the
+    received SOP class, the de-identified ``ds``'s UIDs, what was done, counted
+    by attribute, and the notes. It names attributes, never their values."""
+    table = load_table()
+    return {
+        "tool": TOOL_NAME,
+        "version": TOOL_VERSION,
+        "table": {"edition": table.edition, "sha256": table.sha256},
+        "options": options.as_dict(),
+        "method_codes": [code for code, _ in options.method_codes],
+        "sop_class_uid": sop_class,
+        "modality": text_value(ds, BaseTag(0x00080060)),
+        "study_instance_uid": text_value(ds, BaseTag(0x0020000D)),
+        "series_instance_uid": text_value(ds, BaseTag(0x0020000E)),
+        "sop_instance_uid": text_value(ds, _SOP_INSTANCE_UID),
+        "pixel_data": pixel_data,
+        "quarantine_reason": reason,
+        "counts": counts,
+        "totals": totals(counts),
+        "notes": sorted(notes),
+    }
+
+
 def deidentify(
     ds: Dataset,
     *,
@@ -462,30 +506,16 @@ def deidentify(
     walker.walk(ds, profile.top_level if classic else profile.generic)
     replace_file_meta(ds, walker.report)
     mark(ds, options, profile.edition, encoding or DEFAULT_ENCODING)
-    if options.retain_safe_private and not options.safe_private_tags:
-        walker.report.notes.add(
-            "Retain Safe Private is on, but the pinned table lists no safe private "
-            "attribute and none was configured: no private attribute was kept"
-        )
-    counts = walker.report.counts_dict()
-    table = load_table()
-    report = {
-        "tool": TOOL_NAME,
-        "version": TOOL_VERSION,
-        "table": {"edition": table.edition, "sha256": table.sha256},
-        "options": options.as_dict(),
-        "method_codes": [code for code, _ in options.method_codes],
-        "sop_class_uid": sop_class,
-        "modality": text_value(ds, BaseTag(0x00080060)),
-        "study_instance_uid": text_value(ds, BaseTag(0x0020000D)),
-        "series_instance_uid": text_value(ds, BaseTag(0x0020000E)),
-        "sop_instance_uid": text_value(ds, _SOP_INSTANCE_UID),
-        "pixel_data": "unchanged" if 0x7FE00010 in ds else "absent",
-        "quarantine_reason": reason,
-        "counts": counts,
-        "totals": totals(counts),
-        "notes": sorted(walker.report.notes),
-    }
+    walker.report.notes |= option_notes(options)
+    report = object_report(
+        ds,
+        options=options,
+        sop_class=sop_class,
+        reason=reason,
+        counts=walker.report.counts_dict(),
+        notes=walker.report.notes,
+        pixel_data="unchanged" if 0x7FE00010 in ds else "absent",
+    )
     return DeidResult(dataset=ds, report=report, quarantine_reason=reason)
 
 

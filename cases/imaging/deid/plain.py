@@ -36,17 +36,22 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from .burned_in import QUARANTINE_TAGS, quarantine_reason
 from .elements import (
     DEFAULT_ENCODING,
-    LONG_VRS,
     element_head,
     encode_element,
     padded,
     text_element,
     text_value,
 )
-from .engine import DeidResult, _check_arguments, _Walker
+from .engine import (
+    DeidResult,
+    _check_arguments,
+    _Walker,
+    object_report,
+    option_notes,
+)
 from .marking import mark, replace_file_meta
-from .options import DEFAULT_OPTIONS, TOOL_NAME, TOOL_VERSION, DeidOptions
-from .report import ReportBuilder, totals
+from .options import DEFAULT_OPTIONS, DeidOptions
+from .report import ReportBuilder
 from .split import _PIXEL_TAGS, _encode_elements, _encode_file_meta
 from .table import (
     CLASSIC_IMAGE_SOP_CLASSES,
@@ -54,7 +59,6 @@ from .table import (
     compile_profile,
     dictionary_vr,
     label_for,
-    load_table,
     unlisted_rule,
 )
 
@@ -79,11 +83,6 @@ _META_VERSION = 0x00020001
 _MARKING = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303, 0x0018A001})
 _TAG = struct.Struct("<HH")
 _LENGTH_32 = struct.Struct("<I")
-_UID_TAGS = {
-    "study_instance_uid": 0x0020000D,
-    "series_instance_uid": 0x0020000E,
-    "sop_instance_uid": _SOP_INSTANCE,
-}
 
 
 class _Outcome(NamedTuple):
@@ -215,8 +214,6 @@ class PlainMemo:
         self._metas: dict[tuple, tuple] = {}  # the file meta of each kind
         self._summaries: dict[tuple, tuple] = {}  # report counts and notes
         self._reasons: dict[tuple, str | None] = {}  # quarantine reasons
-        table = load_table()
-        self._table = {"edition": table.edition, "sha256": table.sha256}
 
     def deidentify(self, data: bytes) -> PlainResult | None:
         """``data`` (a whole Part 10 file) de-identified, or None when it is not
@@ -297,22 +294,16 @@ class PlainMemo:
         except KeyError:
             reason = self._reasons[key] = quarantine_reason(source)
             self._entries += 1
-        options = self.options
-        report = {
-            "tool": TOOL_NAME,
-            "version": TOOL_VERSION,
-            "table": dict(self._table),
-            "options": options.as_dict(),
-            "method_codes": [code for code, _ in options.method_codes],
-            "sop_class_uid": text_value(source, _SOP_CLASS),
-            "modality": text_value(dataset, 0x00080060),
-            **{name: text_value(dataset, tag) for name, tag in _UID_TAGS.items()},
-            "pixel_data": "unchanged",
-            "quarantine_reason": reason,
-            "counts": {category: dict(labels) for category, labels in counts.items()},
-            "totals": totals(counts),
-            "notes": list(notes),
-        }
+        report = object_report(
+            dataset,
+            options=self.options,
+            sop_class=text_value(source, _SOP_CLASS),
+            reason=reason,
+            # A copy: the remembered counts serve the objects after this one.
+            counts={category: dict(labels) for category, labels in counts.items()},
+            notes=notes,
+            pixel_data="unchanged",
+        )
         return PlainResult(
             dataset=dataset,
             report=report,
@@ -382,13 +373,7 @@ class PlainMemo:
             for category, label in o.entries:
                 report.add(category, label)
             notes |= o.notes
-        options = self.options
-        if options.retain_safe_private and not options.safe_private_tags:
-            notes.add(
-                "Retain Safe Private is on, but the pinned table lists no safe private "
-                "attribute and none was configured: no private attribute was kept"
-            )
-        return report.counts_dict(), tuple(sorted(notes))
+        return report.counts_dict(), notes | option_notes(self.options)
 
 
 def _entries(report: ReportBuilder) -> tuple[tuple[str, str], ...]:
@@ -437,16 +422,12 @@ def _parse(data: bytes):
             charset = value
         elif tag == _SOP_CLASS:
             sop_class = value.rstrip(b"\x00 ").decode("ascii", "replace")
-    # The pixel data: defined length, running exactly to the end of the file.
-    if implicit:
-        (length,) = _LENGTH_32.unpack_from(data, pixel_offset + 4)
-        head = 8
-    elif data[pixel_offset + 4 : pixel_offset + 6] in LONG_VRS:
-        (length,) = _LENGTH_32.unpack_from(data, pixel_offset + 8)
-        head = 12
-    else:
+    # The pixel data: OB or OW (a long VR) of defined length, exactly to the end.
+    head = element_head(data, pixel_offset, implicit)
+    if head is None or (not implicit and head[1] != pixel_offset + 12):
         return None
-    if length == _UNDEFINED or pixel_offset + head + length != end:
+    _, start, length = head
+    if length == _UNDEFINED or start + length != end:
         return None
     return meta, implicit, items, charset, sop_class, pixel_offset
 
