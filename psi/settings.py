@@ -297,8 +297,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A job that shows no progress for this long is re-enqueued by the sweeper.
 PSI_JOB_STALL_SECONDS = env_int("PSI_JOB_STALL_SECONDS", 15 * 60)
 PSI_JOB_MAX_ATTEMPTS = env_int("PSI_JOB_MAX_ATTEMPTS", 3)
-# Celery workers keep database connections across tasks, closed by age and health
-# (psi.celery) instead of around every task by Celery's Django fixup.
+# Celery workers and the DICOM listener keep database connections across tasks and
+# batches, closed by age and health (psi.database), not around every task by
+# Celery's Django fixup.
 PSI_WORKER_CONN_MAX_AGE = env_int("PSI_WORKER_CONN_MAX_AGE", 600)
 CELERY_DB_REUSE_MAX = 2**31
 CELERY_BEAT_SCHEDULE = {

@@ -156,6 +156,11 @@ class Intake:
         self._writes: list[tuple[Future, Received | dict[str, Any]]] = []
         self._writer: ThreadPoolExecutor | None = None
         self._memo: PlainMemo | None = None  # the patient's plain objects
+        self._deid_arguments = {
+            "pseudonym": pseudonym,
+            "uid_secret": settings.UID_SECRET.encode(),
+            "date_offset_days": date_offset_days,
+        }
 
     def __enter__(self) -> Intake:
         return self
@@ -201,11 +206,7 @@ class Intake:
     def _prepare(self, index: int, fp):
         """Check and de-identify one object into the work folder; None if it
         fails or is a duplicate."""
-        kwargs = {
-            "pseudonym": self.pseudonym,
-            "uid_secret": settings.UID_SECRET.encode(),
-            "date_offset_days": self.offset,
-        }
+        kwargs = self._deid_arguments
         plain = split = None
         if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
             data = fp.read()
