@@ -25,6 +25,7 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -212,6 +213,19 @@ class _Socket(AssociationSocket):
                 os.read(self._wake_read, 4096)
         return sock in readable
 
+    def readable_now(self) -> bool:
+        """Whether data waits to be read, without waiting for any."""
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
     def wake(self) -> None:
         with self._wake_lock:
             if self._wake_write is not None:
@@ -247,8 +261,10 @@ def _streamline(assoc, serve) -> _Socket:
     to do, and the association's thread sleeps 1 ms before each look for a received
     message; here the DUL thread waits in ``_Socket.ready`` and the association's
     thread on its queue of received messages, each woken the moment there is
-    something for it. C-STORE requests are served, and answered, on the DUL
-    thread itself (:class:`_StoreReceiver`). Done before the association starts:
+    something for it. Data PDUs go from the socket to the receiver without
+    pynetdicom's decoding (:class:`_PduReader`), and C-STORE requests are served,
+    and answered, on the DUL thread itself (:class:`_StoreReceiver`). Done before
+    the association starts:
     nothing is queued yet (what might be is moved anyway)."""
     dul = assoc.dul
     sock = dul.socket
@@ -270,8 +286,119 @@ def _streamline(assoc, serve) -> _Socket:
             return None, None
 
     dimse.get_msg = get_msg
-    dimse.receive_primitive = _StoreReceiver(assoc, dimse.receive_primitive, serve)
+    receiver = _StoreReceiver(assoc, dimse.receive_primitive, serve)
+    dimse.receive_primitive = receiver
+    dul._read_pdu_data = _PduReader(dul, receiver)
     return sock
+
+
+_PDU_HEADER = struct.Struct(">BBL")
+_PDV_LENGTH = struct.Struct(">L")
+_P_DATA_TF = 0x04
+#: What pynetdicom tells handlers of, PDU by PDU (none are bound by the listener).
+_PDU_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
+
+
+class _PduReader:
+    """The DUL thread's read of one PDU (``DULServiceProvider._read_pdu_data``),
+    P-DATA-TF PDUs of an established association handed straight to the
+    :class:`_StoreReceiver`.
+
+    A peer sends each object in PDUs of at most its own limit (dcmtk 128 kB, many
+    PACS 16 kB), 5 to 32 for a CT slice. pynetdicom copies each PDU three times
+    (joining its header and body, into ``bytes``, into each presentation data
+    value), queues an event for its state machine and builds a primitive, whose
+    only action in Sta6 (DT-2) is to give the values to the DIMSE provider: the
+    receiver. Here the body is read into one buffer and the values are views on
+    it. Anything else (another PDU type, another state, an event queued before
+    this PDU, a handler bound to the events skipped) is pynetdicom's, as read
+    by it; a P-DATA-TF whose items do not fill it exactly is an invalid PDU
+    (Evt19: the association is aborted), as pynetdicom would judge it.
+    """
+
+    def __init__(self, dul, receiver: _StoreReceiver) -> None:
+        self.dul = dul
+        self.receiver = receiver
+        assoc = dul.assoc
+        self.observed = any(assoc.get_handlers(event) for event in _PDU_EVENTS)
+
+    def __call__(self) -> None:
+        """Read a PDU; while they are data PDUs for the receiver and the next one
+        is already waiting (nothing waiting to be sent), read that one too. A
+        peer sends an object's PDUs back to back: between two of them the
+        reactor would otherwise sleep, giving the interpreter to the other
+        threads, and take it back only at their leisure."""
+        while self._read() and self._next_waiting():
+            pass
+
+    def _next_waiting(self) -> bool:
+        dul = self.dul
+        return (
+            not dul.to_provider_queue.queue
+            and not dul._kill_thread
+            and dul.socket.readable_now()
+        )
+
+    def _read(self) -> bool:
+        """Read one PDU: True if it was a data PDU served here."""
+        dul = self.dul
+        try:
+            header = dul.socket.recv(6)
+            if len(header) < 6:
+                dul.event_queue.put("Evt17")  # the connection closed
+                return False
+            kind, _, length = _PDU_HEADER.unpack(header)
+            if not 0x01 <= kind <= 0x07:
+                logger.warning("unknown PDU type 0x%02X received", kind)
+                dul.event_queue.put("Evt19")
+                return False
+            body = dul.socket.recv(length)
+        except (OSError, TimeoutError):
+            dul.event_queue.put("Evt17")
+            return False
+        if len(body) != length:
+            dul.event_queue.put("Evt17")  # closed part-way through the PDU
+            return False
+        if (
+            kind == _P_DATA_TF
+            and not self.observed
+            and dul.state_machine.current_state == "Sta6"
+            and dul.event_queue.empty()
+        ):
+            values = presentation_data_values(body)
+            if values is None:
+                logger.warning("invalid P-DATA-TF from %s", _calling(dul.assoc))
+                dul.event_queue.put("Evt19")
+                return False
+            self.receiver.receive(values)
+            return True
+        try:
+            pdu, event = dul._decode_pdu(header + body)
+        except Exception:
+            logger.warning("undecodable PDU from %s", _calling(dul.assoc))
+            dul.event_queue.put("Evt19")
+            return False
+        dul.event_queue.put(event)
+        dul._recv_pdu.put(pdu)
+        return False
+
+
+def presentation_data_values(body) -> list[tuple[int, memoryview]] | None:
+    """The presentation data value items of a P-DATA-TF PDU's body (PS3.8
+    9.3.5.1) as (context ID, value) pairs, each value a view on ``body`` starting
+    with its message control header; None unless the items fill it exactly."""
+    view = memoryview(body)
+    values = []
+    at, end = 0, len(view)
+    while at < end:
+        if at + 4 > end:
+            return None
+        (length,) = _PDV_LENGTH.unpack_from(view, at)
+        start, at = at + 4, at + 4 + length
+        if length < 2 or at > end:
+            return None
+        values.append((view[start], view[start + 1 : at]))
+    return values or None
 
 
 class _StoreReceiver:
@@ -302,7 +429,13 @@ class _StoreReceiver:
         self.fragments: list[memoryview] = []
 
     def __call__(self, primitive: P_DATA) -> None:
-        for context_id, data in primitive.presentation_data_value_list:
+        """A P-DATA primitive from pynetdicom's state machine."""
+        self.receive(primitive.presentation_data_value_list)
+
+    def receive(self, values) -> None:
+        """The presentation data values of a P-DATA-TF PDU, in order: (context ID,
+        message control header and fragment)."""
+        for context_id, data in values:
             control = data[0]
             if self.assoc.dimse.message is not None:  # pynetdicom's message
                 self._forward(context_id, data)

@@ -22,11 +22,19 @@ from pathlib import Path
 import pydicom
 import pytest
 from django.core.management import call_command
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from cases.imaging import quality, rawdicom, services
-from cases.imaging.listener import NO_CASE, REFUSED, Listener, tls_context
+from cases.imaging.listener import (
+    NO_CASE,
+    REFUSED,
+    Listener,
+    presentation_data_values,
+    tls_context,
+)
 from cases.imaging.models import (
     AcquisitionProfile,
     DicomPeer,
@@ -364,6 +372,94 @@ def test_small_pdus_and_an_echo_between_stores_on_one_association(
     sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
     assert sorted(_dataset_bytes(data) for data in staged.values()) == sent
     assert [c["complete"] for c in enqueued] == [True]
+
+
+@needs_dcmtk
+def test_data_pdus_reach_the_receiver_without_pynetdicom_decoding_them(
+    listener, peer, case_at, series_for, enqueued, monkeypatch
+):
+    """storescu sends each slice in several P-DATA-TF PDUs; the listener reads
+    them itself (``_PduReader``): pynetdicom decodes only the association's own
+    PDUs. (Were pynetdicom to rename what the listener replaces, this would
+    fail rather than the listener silently copying every PDU three times.)"""
+    decoded = []
+    decode = DULServiceProvider._decode_pdu
+
+    def spy(self, bytestream):
+        decoded.append(bytestream[0])
+        return decode(self, bytestream)
+
+    monkeypatch.setattr(DULServiceProvider, "_decode_pdu", spy)
+    case = case_at(S.SUBMITTED)
+    run = _store(listener, series_for(case.reference)[:3], PACS_AE)
+    assert run.returncode == 0, run.stdout + run.stderr
+    _settle(listener)
+    assert sum(len(c["paths"]) for c in enqueued) == 3
+    assert decoded == [0x01, 0x05]  # A-ASSOCIATE-RQ, A-RELEASE-RQ
+
+
+def test_a_handler_bound_to_received_pdus_still_sees_each_one(
+    listener, peer, case_at, series_for, enqueued
+):
+    """Whoever binds pynetdicom's per-PDU events gets them: the listener leaves
+    every PDU of such an association to pynetdicom."""
+    seen = []
+    listener._server.bind(evt.EVT_PDU_RECV, lambda event: seen.append(event.pdu))
+    case = case_at(S.SUBMITTED)
+    path = series_for(case.reference)[0]
+    listener.ae.maximum_pdu_size = 4096  # what the peer may send us
+    assoc = _client(listener)
+    try:
+        assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
+    finally:
+        assoc.release()
+    _settle(listener)
+    data_pdus = [pdu for pdu in seen if isinstance(pdu, P_DATA_TF)]
+    assert len(data_pdus) > 2  # the command, then the data set in 4 kB pieces
+    [call] = enqueued
+    assert _dataset_bytes(next(iter(call["bytes"].values()))) == _dataset_bytes(
+        path.read_bytes()
+    )
+
+
+def test_a_data_pdu_whose_items_overrun_it_aborts_the_association(
+    listener, peer, staging_root
+):
+    assoc = _client(listener)
+    assert assoc.is_established
+    # One item claiming 100 bytes in a PDU that holds 10 of them.
+    body = (100).to_bytes(4, "big") + b"\x01\x03" + b"\x00" * 8
+    assoc.dul.socket.send(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
+    deadline = time.monotonic() + 5
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert assoc.is_aborted
+    _settle(listener)
+    assert _staged(staging_root) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Two items: a command fragment (last) on context 1, data on context 3.
+        (
+            b"\x00\x00\x00\x04\x01\x03ab" + b"\x00\x00\x00\x03\x03\x00c",
+            [(1, b"\x03ab"), (3, b"\x00c")],
+        ),
+        (b"\x00\x00\x00\x02\x05\x02", [(5, b"\x02")]),  # an empty fragment
+        (b"", None),  # no item
+        (b"\x00\x00\x00\x01\x01", None),  # no message control header
+        (b"\x00\x00\x00\x05\x01\x03ab", None),  # longer than the PDU
+        (b"\x00\x00\x00\x03\x01\x03a\x00", None),  # bytes after the last item
+        (b"\x00\x00\x00", None),  # a cut item length
+    ],
+)
+def test_presentation_data_values_fill_the_pdu_exactly(body, expected):
+    values = presentation_data_values(bytearray(body))
+    if expected is None:
+        assert values is None
+    else:
+        assert [(context, bytes(value)) for context, value in values] == expected
 
 
 def test_accepted_connections_do_not_wait_for_delayed_acks(listener, peer):
