@@ -99,12 +99,18 @@ class Received:
         return float(self.header.position[2]) if self.header.position else None
 
 
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(quality.SliceHeader))
+
+
 def header_as_json(header: quality.SliceHeader) -> dict[str, Any]:
-    """The header as stored on the instance row (tuples become lists)."""
-    return {
-        name: list(value) if isinstance(value, tuple) else value
-        for name, value in dataclasses.asdict(header).items()
-    }
+    """The header as stored on the instance row (tuples become lists). Its
+    values are numbers, text and tuples of them: read field by field
+    (``dataclasses.asdict`` deep-copies each, a tenth of a millisecond a slice)."""
+    data = {}
+    for name in _HEADER_FIELDS:
+        value = getattr(header, name)
+        data[name] = list(value) if isinstance(value, tuple) else value
+    return data
 
 
 def header_from_json(data: dict[str, Any]) -> quality.SliceHeader:
