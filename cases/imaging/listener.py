@@ -264,8 +264,8 @@ def _streamline(assoc, serve) -> _Socket:
     something for it. Data PDUs go from the socket to the receiver without
     pynetdicom's decoding (:class:`_PduReader`), and C-STORE requests are served,
     and answered, on the DUL thread itself (:class:`_StoreReceiver`). Done before
-    the association starts:
-    nothing is queued yet (what might be is moved anyway)."""
+    the association starts: nothing is queued yet (what might be is moved
+    anyway)."""
     dul = assoc.dul
     sock = dul.socket
     sock.__class__ = _Socket
@@ -295,6 +295,9 @@ def _streamline(assoc, serve) -> _Socket:
 _PDU_HEADER = struct.Struct(">BBL")
 _PDV_LENGTH = struct.Struct(">L")
 _P_DATA_TF = 0x04
+#: The largest PDU read is what we let peers send (``maximum_pdu_size``), and
+#: never less than this (an association request proposing many contexts).
+_PDU_FLOOR = 1024 * 1024
 #: What pynetdicom tells handlers of, PDU by PDU (none are bound by the listener).
 _PDU_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 
@@ -313,7 +316,8 @@ class _PduReader:
     it. Anything else (another PDU type, another state, an event queued before
     this PDU, a handler bound to the events skipped) is pynetdicom's, as read
     by it; a P-DATA-TF whose items do not fill it exactly is an invalid PDU
-    (Evt19: the association is aborted), as pynetdicom would judge it.
+    (Evt19: the association is aborted), as pynetdicom would judge it. So is a
+    PDU longer than we let peers send: its buffer is never allocated.
     """
 
     def __init__(self, dul, receiver: _StoreReceiver) -> None:
@@ -321,6 +325,8 @@ class _PduReader:
         self.receiver = receiver
         assoc = dul.assoc
         self.observed = any(assoc.get_handlers(event) for event in _PDU_EVENTS)
+        limit = assoc.ae.maximum_pdu_size  # 0: no limit
+        self.limit = max(limit, _PDU_FLOOR) if limit else None
 
     def __call__(self) -> None:
         """Read a PDU; while they are data PDUs for the receiver and the next one
@@ -350,6 +356,14 @@ class _PduReader:
             kind, _, length = _PDU_HEADER.unpack(header)
             if not 0x01 <= kind <= 0x07:
                 logger.warning("unknown PDU type 0x%02X received", kind)
+                dul.event_queue.put("Evt19")
+                return False
+            if self.limit is not None and length > self.limit:
+                logger.warning(
+                    "PDU of %d bytes from %s: longer than allowed, aborted",
+                    length,
+                    _calling(dul.assoc),
+                )
                 dul.event_queue.put("Evt19")
                 return False
             body = dul.socket.recv(length)

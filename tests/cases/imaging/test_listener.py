@@ -438,6 +438,21 @@ def test_a_data_pdu_whose_items_overrun_it_aborts_the_association(
     assert _staged(staging_root) == []
 
 
+def test_a_pdu_longer_than_we_allow_aborts_the_association_unread(
+    listener, peer, staging_root
+):
+    # Four gigabytes announced: refused on its header, nothing allocated for it.
+    assoc = _client(listener)
+    assert assoc.is_established
+    assoc.dul.socket.send(b"\x04\x00\xff\xff\xff\xff" + b"\x00" * 64)
+    deadline = time.monotonic() + 5
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert assoc.is_aborted
+    _settle(listener)
+    assert _staged(staging_root) == []
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
