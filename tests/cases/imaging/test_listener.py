@@ -422,29 +422,25 @@ def test_a_handler_bound_to_received_pdus_still_sees_each_one(
     )
 
 
-def test_a_data_pdu_whose_items_overrun_it_aborts_the_association(
-    listener, peer, staging_root
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        # One item claiming 100 bytes in a P-DATA-TF that holds 10 of them.
+        b"\x04\x00\x00\x00\x00\x0a"
+        + (100).to_bytes(4, "big")
+        + b"\x01\x03"
+        + b"\x00" * 4,
+        # Four gigabytes announced: refused on the header, nothing allocated.
+        b"\x04\x00\xff\xff\xff\xff" + b"\x00" * 64,
+    ],
+    ids=["item-overruns-the-pdu", "longer-than-allowed"],
+)
+def test_an_invalid_data_pdu_aborts_the_association_with_nothing_staged(
+    listener, peer, staging_root, pdu
 ):
     assoc = _client(listener)
     assert assoc.is_established
-    # One item claiming 100 bytes in a PDU that holds 10 of them.
-    body = (100).to_bytes(4, "big") + b"\x01\x03" + b"\x00" * 8
-    assoc.dul.socket.send(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
-    deadline = time.monotonic() + 5
-    while not assoc.is_aborted and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert assoc.is_aborted
-    _settle(listener)
-    assert _staged(staging_root) == []
-
-
-def test_a_pdu_longer_than_we_allow_aborts_the_association_unread(
-    listener, peer, staging_root
-):
-    # Four gigabytes announced: refused on its header, nothing allocated for it.
-    assoc = _client(listener)
-    assert assoc.is_established
-    assoc.dul.socket.send(b"\x04\x00\xff\xff\xff\xff" + b"\x00" * 64)
+    assoc.dul.socket.send(pdu)
     deadline = time.monotonic() + 5
     while not assoc.is_aborted and time.monotonic() < deadline:
         time.sleep(0.02)
