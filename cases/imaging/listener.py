@@ -196,15 +196,22 @@ class _Socket(AssociationSocket):
 
     @property
     def ready(self) -> bool:
+        """Whether data waits, after waiting up to ``IDLE_WAIT_SECONDS`` for it
+        or for ``wake``."""
+        return self._readable(IDLE_WAIT_SECONDS)
+
+    def readable_now(self) -> bool:
+        """Whether data waits to be read, without waiting for any."""
+        return self._readable(0)
+
+    def _readable(self, timeout: float) -> bool:
         sock = self.socket
         if sock is None or self._is_connected is False:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True  # decrypted bytes wait in the TLS layer, unseen by select
         try:
-            readable, _, _ = select.select(
-                [sock, self._wake_read], [], [], IDLE_WAIT_SECONDS
-            )
+            readable, _, _ = select.select([sock, self._wake_read], [], [], timeout)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport connection closed
             return False
@@ -212,19 +219,6 @@ class _Socket(AssociationSocket):
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
         return sock in readable
-
-    def readable_now(self) -> bool:
-        """Whether data waits to be read, without waiting for any."""
-        sock = self.socket
-        if sock is None or self._is_connected is False:
-            return False
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return bool(readable)
 
     def wake(self) -> None:
         with self._wake_lock:
@@ -514,7 +508,11 @@ class _StoreReceiver:
 
 
 def _calling(assoc) -> str:
-    return str(assoc.requestor.primitive.calling_ae_title).strip()
+    """The peer's calling AE title, once its association request has arrived."""
+    request = assoc.requestor.primitive
+    if request is None:
+        return "a peer not yet associated"
+    return str(request.calling_ae_title).strip()
 
 
 class _NoDelayServer(ThreadedAssociationServer):

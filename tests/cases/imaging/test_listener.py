@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import io
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -447,6 +448,30 @@ def test_an_invalid_data_pdu_aborts_the_association_with_nothing_staged(
     assert assoc.is_aborted
     _settle(listener)
     assert _staged(staging_root) == []
+
+
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        b"\x01\x00\xff\xff\xff\xff",  # an association request of 4 GB
+        b"\x01\x00\x00\x00\x00\x04\x00\x01\x00\x00",  # one cut short
+    ],
+    ids=["longer-than-allowed", "undecodable"],
+)
+def test_an_invalid_pdu_before_association_closes_the_connection_cleanly(
+    listener, pdu, caplog
+):
+    """Refused before the peer has said who it is: the connection is closed
+    (after an A-ABORT) and the listener's warning names no AE title it lacks,
+    rather than failing on it."""
+    with socket.create_connection(listener.address, timeout=5) as peer_socket:
+        peer_socket.sendall(pdu)
+        received = b""
+        while chunk := peer_socket.recv(4096):
+            received += chunk
+    assert received[:1] in (b"", b"\x07")  # nothing, or an A-ABORT
+    assert "a peer not yet associated" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(
