@@ -207,7 +207,13 @@ def sync_paths(paths: Iterable[str | os.PathLike[str]]) -> None:
         _fsync(path, os.O_RDONLY)
         folders.setdefault(path.parent)
     for folder in folders:
-        _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+        sync_folder(folder)
+
+
+def sync_folder(path: str | os.PathLike[str]) -> None:
+    """Make the names in the folder ``path`` durable (its entries, not the files'
+    bytes)."""
+    _fsync(Path(path), os.O_RDONLY | os.O_DIRECTORY)
 
 
 def _fsync(path: Path, flags: int) -> None:

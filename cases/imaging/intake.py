@@ -144,8 +144,6 @@ class Intake:
         reviewed_study_uids: set[str],
         sender,
     ) -> None:
-        self.pseudonym = pseudonym
-        self.offset = date_offset_days
         self.workdir = workdir
         self.known = known
         self.reviewed = reviewed_study_uids

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from psi.durable import DurableFile
+from psi.durable import DurableFile, sync_folder
 
 #: Scratch folders of ingest attempts, beside the staged files: ``.work-<job id>``.
 WORK_PREFIX = ".work-"
@@ -56,11 +56,7 @@ def staging_sync(case_id: int) -> None:
     are (``stage_chunks``): the case's staging folder is fsynced. A job names
     staged files only after this, so a crash cannot leave it naming files the
     folder lost."""
-    descriptor = os.open(staging_dir(case_id), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    sync_folder(staging_dir(case_id))
 
 
 def staged_in(

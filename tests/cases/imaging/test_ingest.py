@@ -255,8 +255,10 @@ def test_stored_files_are_durable_before_the_rows_naming_them_are_written(
     real = durable._fsync
 
     def recording(path, flags):
-        name = str(Path(path).relative_to(default_storage.location))
-        synced[Path(path)] = StoredFile.objects.filter(storage_name=name).exists()
+        store = Path(default_storage.location)
+        if Path(path).is_relative_to(store):  # not the staging folder
+            name = str(Path(path).relative_to(store))
+            synced[Path(path)] = StoredFile.objects.filter(storage_name=name).exists()
         real(path, flags)
 
     monkeypatch.setattr(durable, "_fsync", recording)
