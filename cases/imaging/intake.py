@@ -35,6 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.uid import AllTransferSyntaxes
 
 from cases.imaging import quality
@@ -57,6 +58,9 @@ MANDATORY = (
     ("Modality", "Modality"),
 )
 UNREADABLE = "Not a DICOM file, or the file is truncated."
+_TRANSFER_SYNTAX = 0x00020010
+_PATIENT_ID = 0x00100020
+_CHARACTER_SET = 0x00080005
 #: Files written on the intake's thread but not yet on disk, at most.
 WRITES_IN_FLIGHT = 4
 #: Files up to this size are read whole and parsed in memory; larger ones (a
@@ -73,6 +77,44 @@ def uid(ds, keyword: str) -> str:
     """A UID or code string as text, read from the raw element without decoding
     it (pydicom's decoding costs more than the rest of using it)."""
     return text_value(ds, tag_for_keyword(keyword))
+
+
+class _Patient:
+    """The patient of a batch's first object, for the one-patient check.
+
+    The check compares the raw Patient ID (what the scanner wrote, padding
+    aside) and decodes only one that differs: the slices of a series all carry
+    the same bytes, and decoding them costs more than the rest of the check."""
+
+    def __init__(self, ds) -> None:
+        self._ds = ds
+        self._raw = _raw_id(ds)
+        self.id = text(ds, "PatientID")
+
+    def same(self, ds) -> bool:
+        raw = _raw_id(ds)
+        if raw is not None and raw == self._raw:
+            return True
+        return text(ds, "PatientID") == self.id
+
+    def identity(self) -> dict[str, str]:
+        """The first object's Patient ID and Name, as received."""
+        return {"id": self.id, "name": text(self._ds, "PatientName")}
+
+
+def _raw_id(ds) -> tuple[bytes, bytes] | None:
+    """The Patient ID as read, with the character set it is written in (padding
+    stripped); None where pydicom has already decoded either, or there is none."""
+    values = []
+    for tag in (_CHARACTER_SET, _PATIENT_ID):
+        element = ds.get_item(tag, keep_deferred=True)
+        if element is None and tag == _CHARACTER_SET:
+            values.append(b"")
+            continue
+        if not isinstance(element, RawDataElement):
+            return None
+        values.append((element.value or b"").rstrip(b" \x00"))
+    return values[0], values[1]
 
 
 @dataclass
@@ -154,7 +196,8 @@ class Intake:
         self.quarantined: list[dict[str, Any]] = []
         self.reports: list[dict] = []
         self._study_uid: str | None = None  # original, for the one-study check
-        self._patient_id: str | None = None
+        self._patient: _Patient | None = None  # of the first object
+        self._meta: dict[str, dict[str, Any]] = {}  # by de-identified series UID
         # Each write and what its stored file belongs to: a Received, or a
         # quarantine entry (its "stored" key).
         self._writes: list[tuple[Future, Received | dict[str, Any]]] = []
@@ -226,7 +269,7 @@ class Intake:
         if missing:
             self.fail(index, f"Missing mandatory attributes: {', '.join(missing)}.")
             return None
-        syntax = str(ds.file_meta.get("TransferSyntaxUID") or "")
+        syntax = text_value(ds.file_meta, _TRANSFER_SYNTAX)
         if syntax not in AllTransferSyntaxes:
             self.fail(index, "Unsupported transfer syntax.")
             return None
@@ -238,13 +281,13 @@ class Intake:
             "series": uid(ds, "SeriesInstanceUID"),
             "instance": uid(ds, "SOPInstanceUID"),
         }
-        patient = {"id": text(ds, "PatientID"), "name": text(ds, "PatientName")}
         if self._study_uid is None:
-            self._study_uid, self._patient_id = original["study"], patient["id"]
+            self._study_uid = original["study"]
+            self._patient = _Patient(ds)
         elif original["study"] != self._study_uid:
             self.fail(index, "Belongs to a different study than the rest of the batch.")
             return None
-        elif patient["id"] != self._patient_id:
+        elif not self._patient.same(ds):
             self.fail(
                 index, "Belongs to a different patient than the rest of the batch."
             )
@@ -279,23 +322,31 @@ class Intake:
                 series_uid=uid(out, "SeriesInstanceUID"),
                 study_uid=uid(out, "StudyInstanceUID"),
                 original=original,
-                transfer_syntax=str(out.file_meta.get("TransferSyntaxUID") or syntax),
+                transfer_syntax=text_value(out.file_meta, _TRANSFER_SYNTAX) or syntax,
                 header=quality.SliceHeader.from_dataset(out),
                 file=None,
-                meta={
-                    "modality": uid(out, "Modality")[:16],
-                    "study_description": text(out, "StudyDescription")[:200],
-                    "series_description": text(out, "SeriesDescription")[:200],
-                    "study_date": out.get("StudyDate"),
-                    "patient": patient,
-                },
             )
+            received.meta = self._series_meta(received.series_uid, out)
         except BaseException:  # the file is not kept: nor its descriptor, buffer
             handle.discard()
             raise
         self.known.add(digest)
         self.reports.append(result.report)
         return received, handle, result.quarantine_reason
+
+    def _series_meta(self, series_uid: str, out) -> dict[str, Any]:
+        """What the study and series rows take from an object, read from the
+        first object of each series of the batch (the rest repeat it)."""
+        meta = self._meta.get(series_uid)
+        if meta is None:
+            meta = self._meta[series_uid] = {
+                "modality": uid(out, "Modality")[:16],
+                "study_description": text(out, "StudyDescription")[:200],
+                "series_description": text(out, "SeriesDescription")[:200],
+                "study_date": out.get("StudyDate"),
+                "patient": self._patient.identity(),
+            }
+        return meta
 
     def _keep(
         self,

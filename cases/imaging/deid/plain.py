@@ -168,6 +168,20 @@ class _Context:
         rule = self.rules.get(tag) or unlisted_rule(self.profile, tag)
         if "SQ" in (rule.vr, vr, dictionary_vr(tag)):
             return None  # by the rules, the file or the dictionary: a sequence
+        if rule.action == KEEP and isinstance(source.value, bytes):
+            # All the step does with a kept element that is no sequence is report
+            # it; its value plays no part. Instance number, position and slice
+            # location differ in every slice: done here, not through the step.
+            # (An empty one, rare, still goes through it: pydicom reads its value
+            # as None and writes it as the step leaves it.)
+            entries = (("kept", rule.label),)
+            encoded = b""
+            if tag & 0xFFFF or group <= 6:
+                encoded = _encode_elements({key: source}, self.implicit, self.encodings)
+            signature = self._sign(entries, _NONE)
+            return _Outcome(
+                key, tag, source, source, encoded, entries, _NONE, signature
+            )
         elements = {key: source}
         if self.charset is not None and tag != _SPECIFIC_CHARACTER_SET:
             elements[self.charset.tag] = self.charset

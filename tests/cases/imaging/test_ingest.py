@@ -344,6 +344,44 @@ def test_a_second_study_in_the_batch_is_refused_per_file(
     ]
 
 
+def test_another_patient_in_the_batch_is_refused_per_file(
+    submitted,
+    surgeon,
+    good_series,
+    cranial_profile,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    def copy_of(path, name: str, patient_id: str) -> Path:
+        ds = pydicom.dcmread(path)
+        ds.PatientID = patient_id
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return tmp_path / name
+
+    patient_id = pydicom.dcmread(good_series[0]).PatientID
+    other = copy_of(good_series[0], "other.dcm", "PHANTOM-0002")
+    # The same ID written with other padding: not another patient.
+    padded = copy_of(good_series[1], "padded.dcm", f" {patient_id} ")
+    job = ingest(
+        submitted,
+        surgeon,
+        [*good_series, other, padded],
+        django_capture_on_commit_callbacks,
+    )
+    assert job.result["failed"] == [
+        {
+            "file": f"#{SLICES + 1}",
+            "reason": "Belongs to a different patient than the rest of the batch.",
+        }
+    ]
+    assert job.result["accepted"] == SLICES + 1
+
+
 def test_retry_after_a_crash_leaves_one_study(
     submitted,
     surgeon,
