@@ -315,6 +315,7 @@ class Intake:
                     "as a new study.",
                 )
                 return None
+            transfer_syntax = text_value(out.file_meta, _TRANSFER_SYNTAX) or syntax
             received = Received(
                 hmac=digest,
                 sop_uid=uid(out, "SOPInstanceUID"),
@@ -322,8 +323,8 @@ class Intake:
                 series_uid=uid(out, "SeriesInstanceUID"),
                 study_uid=uid(out, "StudyInstanceUID"),
                 original=original,
-                transfer_syntax=text_value(out.file_meta, _TRANSFER_SYNTAX) or syntax,
-                header=quality.SliceHeader.from_dataset(out),
+                transfer_syntax=transfer_syntax,
+                header=quality.SliceHeader.from_dataset(out, transfer_syntax),
                 file=None,
             )
             received.meta = self._series_meta(received.series_uid, out)
