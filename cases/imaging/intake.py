@@ -7,7 +7,7 @@ memory; the new header is written with the original pixel data element copied
 behind it byte for byte, and the result is hard-linked into content-addressed
 storage. A plain object (a CT or MR slice as scanners send them) read into memory
 is de-identified by the intake's ``deid.plain.PlainMemo``, which meets each distinct
-element of the patient's series once (a third of a millisecond a slice); any
+element of the patient's series once (a quarter of a millisecond a slice); any
 other object goes through pydicom (``deid.split``, about a millisecond).
 
 The end of each file (hashing it, its bytes going to the device, its link into

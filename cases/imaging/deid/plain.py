@@ -6,7 +6,8 @@ number, position). Through pydicom datasets a CT slice costs about a millisecond
 (reading the header, walking it, writing it), nearly all of it spent again on the
 same elements as the slice before. :class:`PlainMemo` reads a *plain* object's
 header as raw elements, runs the engine's own step (``_Walker.step``) once for each
-element value it has not met under the same rules, keys and character set, and
+element value it has not met under the same rules, keys and character set (a kept
+element, whose value the step never reads, it only reports as the step does), and
 writes the file from the encodings it remembered: the result is byte for byte what
 ``deidentify_stream`` writes, report included (the tests compare them).
 
