@@ -322,32 +322,11 @@ def test_truncated_and_non_dicom_files_get_a_reason(
     assert job.result["accepted"] == SLICES - 2
 
 
-def test_a_second_study_in_the_batch_is_refused_per_file(
+def test_another_study_or_patient_in_the_batch_is_refused_per_file(
     submitted,
     surgeon,
     good_series,
     thick_series,
-    cranial_profile,
-    django_capture_on_commit_callbacks,
-):
-    job = ingest(
-        submitted,
-        surgeon,
-        [*good_series, thick_series[0]],
-        django_capture_on_commit_callbacks,
-    )
-    assert job.result["failed"] == [
-        {
-            "file": f"#{SLICES + 1}",
-            "reason": "Belongs to a different study than the rest of the batch.",
-        }
-    ]
-
-
-def test_another_patient_in_the_batch_is_refused_per_file(
-    submitted,
-    surgeon,
-    good_series,
     cranial_profile,
     tmp_path,
     django_capture_on_commit_callbacks,
@@ -370,14 +349,18 @@ def test_another_patient_in_the_batch_is_refused_per_file(
     job = ingest(
         submitted,
         surgeon,
-        [*good_series, other, padded],
+        [*good_series, thick_series[0], other, padded],
         django_capture_on_commit_callbacks,
     )
     assert job.result["failed"] == [
         {
             "file": f"#{SLICES + 1}",
+            "reason": "Belongs to a different study than the rest of the batch.",
+        },
+        {
+            "file": f"#{SLICES + 2}",
             "reason": "Belongs to a different patient than the rest of the batch.",
-        }
+        },
     ]
     assert job.result["accepted"] == SLICES + 1
 
