@@ -105,16 +105,16 @@ class _Patient:
 def _raw_id(ds) -> tuple[bytes, bytes] | None:
     """The Patient ID as read, with the character set it is written in (padding
     stripped); None where pydicom has already decoded either, or there is none."""
-    values = []
-    for tag in (_CHARACTER_SET, _PATIENT_ID):
-        element = ds.get_item(tag, keep_deferred=True)
-        if element is None and tag == _CHARACTER_SET:
-            values.append(b"")
-            continue
-        if not isinstance(element, RawDataElement):
-            return None
-        values.append((element.value or b"").rstrip(b" \x00"))
-    return values[0], values[1]
+    charset = ds.get_item(_CHARACTER_SET, keep_deferred=True)
+    patient_id = ds.get_item(_PATIENT_ID, keep_deferred=True)
+    if not isinstance(patient_id, RawDataElement) or not (
+        charset is None or isinstance(charset, RawDataElement)
+    ):
+        return None
+    return (
+        (charset.value or b"").rstrip(b" \x00") if charset is not None else b"",
+        (patient_id.value or b"").rstrip(b" \x00"),
+    )
 
 
 @dataclass
@@ -142,6 +142,7 @@ class Received:
 
 
 _HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(quality.SliceHeader))
+_HEADER_NAMES = frozenset(_HEADER_FIELDS)
 
 
 def header_as_json(header: quality.SliceHeader) -> dict[str, Any]:
@@ -156,12 +157,11 @@ def header_as_json(header: quality.SliceHeader) -> dict[str, Any]:
 
 
 def header_from_json(data: dict[str, Any]) -> quality.SliceHeader:
-    names = {f.name for f in dataclasses.fields(quality.SliceHeader)}
     return quality.SliceHeader(
         **{
             name: tuple(value) if isinstance(value, list) else value
             for name, value in data.items()
-            if name in names
+            if name in _HEADER_NAMES
         }
     )
 
@@ -316,18 +316,19 @@ class Intake:
                 )
                 return None
             transfer_syntax = text_value(out.file_meta, _TRANSFER_SYNTAX) or syntax
+            series_uid = uid(out, "SeriesInstanceUID")
             received = Received(
                 hmac=digest,
                 sop_uid=uid(out, "SOPInstanceUID"),
                 sop_class_uid=uid(out, "SOPClassUID"),
-                series_uid=uid(out, "SeriesInstanceUID"),
+                series_uid=series_uid,
                 study_uid=uid(out, "StudyInstanceUID"),
                 original=original,
                 transfer_syntax=transfer_syntax,
                 header=quality.SliceHeader.from_dataset(out, transfer_syntax),
                 file=None,
+                meta=self._series_meta(series_uid, out),
             )
-            received.meta = self._series_meta(received.series_uid, out)
         except BaseException:  # the file is not kept: nor its descriptor, buffer
             handle.discard()
             raise

@@ -172,31 +172,31 @@ class _Context:
         if rule.action == KEEP and isinstance(source.value, bytes):
             # All the step does with a kept element that is no sequence is report
             # it; its value plays no part. Instance number, position and slice
-            # location differ in every slice: done here, not through the step.
+            # location differ in every slice: reported here, not through the step.
             # (An empty one, rare, still goes through it: pydicom reads its value
             # as None and writes it as the step leaves it.)
-            entries = (("kept", rule.label),)
-            encoded = b""
-            if tag & 0xFFFF or group <= 6:
-                encoded = _encode_elements({key: source}, self.implicit, self.encodings)
-            signature = self._sign(entries, _NONE)
-            return _Outcome(
-                key, tag, source, source, encoded, entries, _NONE, signature
-            )
-        elements = {key: source}
-        if self.charset is not None and tag != _SPECIFIC_CHARACTER_SET:
-            elements[self.charset.tag] = self.charset
-        mini = Dataset(elements)
-        walker.report = report = ReportBuilder()
-        walker.step(mini, key, source, self.rules, [], [])
-        output = mini.get_item(key) if key in mini else None
+            output, entries, notes = source, (("kept", rule.label),), _NONE
+        else:
+            output, entries, notes = self._step(key, source)
         encoded = b""
         # Retired group lengths are not written (as encode_header leaves them out).
         if output is not None and (tag & 0xFFFF or group <= 6):
             encoded = _encode_elements({key: output}, self.implicit, self.encodings)
-        entries, notes = _entries(report), frozenset(report.notes)
         signature = self._sign(entries, notes)
         return _Outcome(key, tag, source, output, encoded, entries, notes, signature)
+
+    def _step(self, key: BaseTag, source: RawDataElement):
+        """The engine's step on one element alone (with the character set): the
+        element it leaves (None: removed), the report's entries and notes."""
+        elements = {key: source}
+        if self.charset is not None and key != _SPECIFIC_CHARACTER_SET:
+            elements[self.charset.tag] = self.charset
+        mini = Dataset(elements)
+        walker = self.walker
+        walker.report = report = ReportBuilder()
+        walker.step(mini, key, source, self.rules, [], [])
+        output = mini.get_item(key) if key in mini else None
+        return output, _entries(report), frozenset(report.notes)
 
     def _sign(self, entries, notes) -> int:
         return self.signatures.setdefault((entries, notes), len(self.signatures))
