@@ -15,6 +15,10 @@ kernels, some network file systems) get ordinary writes; the file is the same.
 blocks nor the device's write cache. Writers of many files pass ``sync=False`` and
 call :func:`sync_paths` once for the lot before they commit.
 
+:class:`RecordFile` is the same for many small objects that must each be on disk
+before the next one comes: records appended to one file, block-aligned, each
+followed by ``fdatasync``.
+
 With ``digest=True`` the file's SHA-256 is taken from the buffer as it goes to disk
 (a file adopted into content-addressed storage needs it, and is then not read
 again). For a file smaller than the buffer that happens at :meth:`close`, so a
@@ -196,6 +200,101 @@ class DurableFile:
         except BaseException:
             self.discard()
             raise
+
+
+class RecordFile:
+    """A new file that takes records one after another, each durable when
+    :meth:`append` returns: for many small objects that must each be on disk
+    before the next arrives (a DICOM peer waits for every C-STORE response).
+
+    A file of its own per object costs a journal commit for its creation on top of
+    the one for its blocks, and another at its removal; a batch of objects in one
+    file shares those (0.6 ms an object here instead of 0.9, alone, and less
+    waiting for the journal under load). Each record starts on a block boundary
+    and is padded with zeros to the next one, so records go to disk whole around
+    the page cache and ``fdatasync`` follows each. A failed append leaves the
+    file's records before it as they were (the next append writes over its
+    remains)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o600):
+        self.path = Path(path)
+        self.size = 0  # where the next record starts: always a block boundary
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._direct = bool(_O_DIRECT)
+        try:
+            self._fd = os.open(self.path, flags | _O_DIRECT, mode)
+        except OSError as error:
+            if error.errno != errno.EINVAL or not self._direct:
+                raise
+            self._fd = os.open(self.path, flags, mode)
+            self._direct = False
+        self._buffer = _take_buffer()
+
+    def append(self, chunks: Iterable[bytes | memoryview]) -> tuple[int, int]:
+        """Write one record, the concatenation of ``chunks``, and make it durable;
+        return its offset and length in the file."""
+        if self._fd is None:
+            raise ValueError("the record file is closed")
+        start = position = self.size
+        filled = length = 0
+        buffer = self._buffer
+        for chunk in chunks:
+            view = memoryview(chunk).cast("B")
+            length += len(view)
+            while view:
+                count = min(BUFFER_BYTES - filled, len(view))
+                buffer[filled : filled + count] = view[:count]
+                filled += count
+                view = view[count:]
+                if filled == BUFFER_BYTES:
+                    position += self._write_at(BUFFER_BYTES, position)
+                    filled = 0
+        if filled:
+            padded = -(-filled // _ALIGN) * _ALIGN
+            # Zeros, not what the buffer held before (another file's bytes).
+            buffer[filled:padded] = bytes(padded - filled)
+            position += self._write_at(padded, position)
+        os.fdatasync(self._fd)
+        self.size = position
+        return start, length
+
+    def close(self) -> None:
+        """Release the file (every record is on disk already)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+            _give_back(self._buffer)
+            self._buffer = None
+
+    def discard(self) -> None:
+        """Close and remove the file."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def _write_at(self, length: int, position: int) -> int:
+        with memoryview(self._buffer)[:length] as view:
+            written = 0
+            while written < length:
+                try:
+                    written += os.pwrite(self._fd, view[written:], position + written)
+                except OSError as error:
+                    # The file system refuses O_DIRECT writes: write the ordinary
+                    # way from now on.
+                    if error.errno != errno.EINVAL or not self._direct:
+                        raise
+                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+                    self._direct = False
+        return length
+
+    def __enter__(self) -> RecordFile:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            self.discard()
+        else:
+            self.close()
 
 
 def sync_paths(paths: Iterable[str | os.PathLike[str]]) -> None:

@@ -25,6 +25,7 @@ person to review.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import uuid
@@ -42,6 +43,7 @@ from cases.imaging import quality
 from cases.imaging.deid import deidentify_stream, read_split, split_bytes
 from cases.imaging.deid.elements import text_value
 from cases.imaging.deid.plain import PlainMemo
+from cases.imaging.staging import Staged
 from psi.crypto import identity_hmac
 from psi.durable import DurableFile
 from psi.files import stored_file_adopt, stored_files_sync
@@ -203,6 +205,7 @@ class Intake:
         self._writes: list[tuple[Future, Received | dict[str, Any]]] = []
         self._writer: ThreadPoolExecutor | None = None
         self._memo: PlainMemo | None = None  # the patient's plain objects
+        self._batch_files: dict[Path, int] = {}  # open descriptors, by path
         self._deid_arguments = {
             "pseudonym": pseudonym,
             "uid_secret": settings.UID_SECRET.encode(),
@@ -213,6 +216,8 @@ class Intake:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        while self._batch_files:
+            os.close(self._batch_files.popitem()[1])
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
@@ -235,14 +240,20 @@ class Intake:
     def fail(self, index: int, reason: str) -> None:
         self.failed.append({"file": f"#{index}", "reason": reason})
 
-    def take(self, index: int, path: Path) -> None:
-        """Read the staged file ``path`` (the ``index``-th of the batch).
+    def take(self, index: int, staged: Staged) -> None:
+        """Read the staged object (the ``index``-th of the batch).
 
-        Damaged input fails the file with a reason; a failure of our own (the
+        Damaged input fails the object with a reason; a failure of our own (the
         disk, the storage) raises, so the job is retried."""
         try:
-            with path.open("rb") as fp:
-                prepared = self._prepare(index, fp)
+            if staged.is_record:
+                prepared = self._prepare(index, data=self._record(staged))
+            else:
+                with staged.path.open("rb") as fp:
+                    if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
+                        prepared = self._prepare(index, data=fp.read())
+                    else:
+                        prepared = self._prepare(index, fp=fp)
         except Exception:  # pydicom raises many types on damaged input
             log.warning("imaging object %s of a batch unreadable", index)
             self.fail(index, UNREADABLE)
@@ -250,18 +261,27 @@ class Intake:
         if prepared is not None:
             self._keep(index, *prepared)
 
-    def _prepare(self, index: int, fp):
-        """Check and de-identify one object into the work folder; None if it
-        fails or is a duplicate."""
+    def _record(self, staged: Staged) -> bytes:
+        """A record of a batch file: the file is opened once for all of them."""
+        fd = self._batch_files.get(staged.path)
+        if fd is None:
+            fd = self._batch_files[staged.path] = os.open(
+                staged.path, os.O_RDONLY | os.O_CLOEXEC
+            )
+        return staged.read_from(fd)
+
+    def _prepare(self, index: int, *, data: bytes | None = None, fp=None):
+        """Check and de-identify one object (``data``, or the file ``fp`` read as a
+        stream) into the work folder; None if it fails or is a duplicate."""
         kwargs = self._deid_arguments
         plain = split = None
-        if os.fstat(fp.fileno()).st_size <= IN_MEMORY_BYTES:
-            data = fp.read()
+        if data is not None:
             if self._memo is None:
                 self._memo = PlainMemo(**kwargs)
             plain = self._memo.deidentify(data)
             if plain is None:
                 split = split_bytes(data)
+                fp = io.BytesIO(data)  # the general path reads it as a file
         else:
             split = read_split(fp)
         ds = plain.source if plain is not None else split.header

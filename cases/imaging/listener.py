@@ -8,9 +8,10 @@ anyone else gets an A-ASSOCIATE-RJ before a byte of a dataset is accepted.
 Each object is routed by its Accession Number, which the hospital sets to the case
 reference, within the calling peer's hospital only. An object is staged as the raw
 bytes the peer sent (file meta in front, never decoded and re-encoded), durably
-(``staging.stage_chunks``: fsynced), and handed to the ingest in batches per case:
-when a batch is full and the next object arrives, when it has waited long enough,
-and when the association ends.
+before the peer hears it was stored (``staging.StagedBatch``: a record of the
+batch's file, fdatasynced), and handed to the ingest in batches per case: when a
+batch is full and the next object arrives, when it has waited long enough, and when
+the association ends.
 
 Logs carry AE titles, case references and counts, never patient identity or the
 hospital's UIDs.
@@ -528,14 +529,18 @@ class _NoDelayServer(ThreadedAssociationServer):
 @dataclass
 class _Batch:
     case: Case
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # staged objects' references
     started: float = field(default_factory=time.monotonic)
+    staged: staging.StagedBatch = field(init=False)
     # What the sender said of its study (``services.ingest_enqueue``): False while
     # the association is open (more is coming); True for the last batch of a
     # released association (judge it as soon as the batches are in); None after an
     # abort (judge it once it has been quiet). A last batch may be empty: the one
     # before it waited too long and was handed over already.
     complete: bool | None = False
+
+    def __post_init__(self) -> None:
+        self.staged = staging.StagedBatch(self.case.id)
 
 
 @dataclass
@@ -550,6 +555,9 @@ class _Session:
     cases: dict[int, Case] = field(default_factory=dict)  # every case sent to
     received: int = 0
     refused: int = 0
+    # Guards batches and cases: an object is staged into its batch under it, so a
+    # batch is never handed over (flush_stale, on another thread) mid-write.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Listener:
@@ -664,14 +672,16 @@ class Listener:
         periodically while associations stay open)."""
         now = time.monotonic()
         with self._lock:
-            due = [
-                (session, case_id)
-                for session in self._sessions.values()
-                for case_id, batch in session.batches.items()
-                if now - batch.started >= self.batch_seconds
-            ]
-        for session, case_id in due:
-            self._flush(session, case_id)
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            with session.lock:
+                due = [
+                    case_id
+                    for case_id, batch in session.batches.items()
+                    if now - batch.started >= self.batch_seconds
+                ]
+            for case_id in due:
+                self._flush(session, case_id)
 
     def flush_all(self) -> None:
         with self._lock:
@@ -681,7 +691,9 @@ class Listener:
 
     def _flush_session(self, session: _Session, *, complete: bool | None) -> None:
         """The association ended: every case it sent to gets its last batch."""
-        for case_id in list(session.cases):
+        with session.lock:
+            case_ids = list(session.cases)
+        for case_id in case_ids:
             self._flush(session, case_id, complete=complete)
 
     def drain(self) -> None:
@@ -691,10 +703,13 @@ class Listener:
     def _flush(
         self, session: _Session, case_id: int, *, complete: bool | None = False
     ) -> None:
-        with self._lock:
+        with session.lock:
             batch = session.batches.pop(case_id, None)
+            case = session.cases[case_id]
+        if batch is not None:
+            batch.staged.close()
         if complete is not False:
-            batch = batch or _Batch(case=session.cases[case_id])
+            batch = batch or _Batch(case=case)
             batch.complete = complete
         if batch is not None:
             self._handover.put((session.ae_title, batch))
@@ -828,27 +843,35 @@ class Listener:
             session.refused += 1
             return refusal
         prefix = part10_prefix(request.sop_class_uid, request.sop_instance_uid, syntax)
-        try:
-            path = staging.stage_chunks(case.id, [prefix, *fragments])
-        except OSError:
-            logger.exception("staging failed for %s", case.reference)
-            return OUT_OF_RESOURCES, "Could not store the object"
-        session.received += 1
-        with self._lock:
-            session.cases[case.id] = case
+        with session.lock:
             # A full batch goes to the ingest when the next object arrives: the
             # last batch of an association then goes with the word that the study
             # is complete, instead of an empty job behind it.
             full = session.batches.get(case.id)
             if full is not None and len(full.paths) >= self.batch_size:
                 del session.batches[case.id]
+                full.staged.close()
             else:
                 full = None
-            batch = session.batches.setdefault(case.id, _Batch(case=case))
-            batch.paths.append(str(path))
+            batch = session.batches.get(case.id)
+            if batch is None:
+                batch = session.batches[case.id] = _Batch(case=case)
+            try:
+                reference = batch.staged.add([prefix, *fragments])
+            except OSError:
+                logger.exception("staging failed for %s", case.reference)
+                status = OUT_OF_RESOURCES, "Could not store the object"
+                if not batch.paths:
+                    del session.batches[case.id]
+                    batch.staged.close()
+            else:
+                batch.paths.append(reference)
+                session.cases[case.id] = case
+                session.received += 1
+                status = SUCCESS, ""
         if full is not None:
             self._handover.put((session.ae_title, full))
-        return SUCCESS, ""
+        return status
 
     def _route(
         self, session: _Session, accession: str

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from psi import durable
-from psi.durable import BUFFER_BYTES, DurableFile, sync_paths
+from psi.durable import BUFFER_BYTES, DurableFile, RecordFile, sync_paths
 
 #: Tests that read the kernel's view of a descriptor (/proc) or set O_DIRECT.
 linux = pytest.mark.skipif(
@@ -213,3 +213,114 @@ def test_many_files_open_at_once_give_their_buffers_back(tmp_path, size):
     for handle in handles:
         handle.close()
     assert all((tmp_path / f"{i}.dcm").read_bytes() == _content(size) for i in range(8))
+
+
+# -- RecordFile: one file, records appended, each durable on return -----------------
+
+
+def test_records_go_one_after_another_on_block_boundaries(tmp_path):
+    path = tmp_path / "batch.dcms"
+    sizes = [10_000, 0, 4096, BUFFER_BYTES + 5, 1]
+    records = [_content(size)[::-1] for size in sizes]
+    with RecordFile(path) as batch:
+        # Chunks of any shape: bytes, views, several per record.
+        places = [batch.append([memoryview(data)[:7], data[7:]]) for data in records]
+    raw = path.read_bytes()
+    assert [length for _, length in places] == sizes
+    assert [raw[at : at + length] for at, length in places] == records
+    offsets = [at for at, _ in places]
+    # Each from the block after the one before (an empty record takes none).
+    assert offsets == [0, 12288, 12288, 16384, 16384 + BUFFER_BYTES + 4096]
+    # Between records, zeros only.
+    ends = [at + length for at, length in places]
+    for end, at in zip(ends, offsets[1:] + [len(raw)], strict=True):
+        assert raw[end:at] == bytes(at - end)
+
+
+def test_the_padding_never_carries_bytes_of_an_earlier_file(tmp_path):
+    secret = b"S" * (BUFFER_BYTES - 100)
+    with RecordFile(tmp_path / "first.dcms") as first:
+        first.append([secret])
+    with RecordFile(tmp_path / "second.dcms") as second:  # the same spare buffer
+        second.append([b"short"])
+    assert (tmp_path / "second.dcms").read_bytes() == b"short" + bytes(4091)
+
+
+@linux
+def test_each_record_is_on_disk_before_append_returns(tmp_path, monkeypatch):
+    synced = []
+    real = os.fdatasync
+
+    def recording(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_size)
+        real(descriptor)
+
+    monkeypatch.setattr(durable.os, "fdatasync", recording)
+    with RecordFile(tmp_path / "batch.dcms") as batch:
+        batch.append([b"a" * 5000])
+        assert synced == [8192]
+        batch.append([b"b" * 100])
+        assert synced == [8192, 12288]
+
+
+def test_a_failed_append_keeps_the_records_before_it(tmp_path, monkeypatch):
+    path = tmp_path / "batch.dcms"
+    real = os.pwrite
+    failing = {"on": False}
+
+    def full(descriptor, data, offset):
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(descriptor, data, offset)
+
+    monkeypatch.setattr(durable.os, "pwrite", full)
+    batch = RecordFile(path)
+    first = batch.append([b"first"])
+    failing["on"] = True
+    with pytest.raises(OSError, match="No space"):
+        batch.append([b"lost" * 2000])
+    failing["on"] = False
+    third = batch.append([b"third"])
+    batch.close()
+    assert third == (4096, 5)  # where the failed one would have gone
+    raw = path.read_bytes()
+    assert raw[first[0] : first[0] + 5] == b"first"
+    assert raw[4096 : 4096 + 5] == b"third"
+    with pytest.raises(ValueError, match="closed"):
+        batch.append([b"late"])
+
+
+@linux
+def test_a_record_file_refusing_o_direct_writes_the_ordinary_way(tmp_path, monkeypatch):
+    _skip_without_o_direct(tmp_path)
+    real = os.pwrite
+    refused = []
+
+    def refusing(descriptor, data, offset):
+        flags = int(Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8)
+        if flags & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(descriptor, data, offset)
+
+    monkeypatch.setattr(durable.os, "pwrite", refusing)
+    data = _content(BUFFER_BYTES + 3)
+    with RecordFile(tmp_path / "batch.dcms") as batch:
+        assert batch.append([data]) == (0, len(data))
+        assert batch.append([b"next"]) == (BUFFER_BYTES + 4096, 4)
+    raw = (tmp_path / "batch.dcms").read_bytes()
+    assert raw[: len(data)] == data
+    assert refused == [0]
+
+
+def test_a_record_file_is_new_private_and_removed_by_an_error(tmp_path):
+    path = tmp_path / "batch.dcms"
+    path.write_bytes(b"already here")
+    with pytest.raises(FileExistsError):
+        RecordFile(path)
+    fresh = tmp_path / "fresh.dcms"
+    with pytest.raises(RuntimeError), RecordFile(fresh) as batch:
+        batch.append([b"x"])
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+        raise RuntimeError("the listener stops")
+    assert not fresh.exists()

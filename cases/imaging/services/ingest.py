@@ -6,9 +6,7 @@ study is left to ``evaluation`` once all of it is in.
 from __future__ import annotations
 
 import datetime
-import os
 import secrets
-from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -156,7 +154,7 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         .filter(pk=params["case_id"])
         .first()
     )
-    paths = [Path(os.path.abspath(p)) for p in params.get("paths", [])]
+    references = [str(reference) for reference in params.get("paths", [])]
     result: dict[str, Any] = {
         "accepted": 0,
         "skipped_duplicates": 0,
@@ -167,14 +165,14 @@ def study_ingest(job: Job, progress: Progress) -> dict:
     if case is None:
         result["failed"] = [
             {"file": f"#{i}", "reason": "The case no longer exists."}
-            for i in range(1, len(paths) + 1)
+            for i in range(1, len(references) + 1)
         ]
         return result
     sender = None
     if params.get("sender_id"):
         sender = get_user_model().objects.filter(pk=params["sender_id"]).first()
     label = sender_label(sender, params.get("calling_ae_title", ""))
-    staged = staged_in(case.pk, paths)
+    staged = staged_in(case.pk, references)
     own = list(staged)
 
     try:
@@ -183,7 +181,7 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         # Without consent or an open case the raw objects must not stay either.
         result["failed"] = [
             {"file": f"#{i}", "reason": refusal.message}
-            for i in range(1, len(paths) + 1)
+            for i in range(1, len(references) + 1)
         ]
         with transaction.atomic():
             job_succeed(job, result=result, message=refusal.message)
@@ -201,7 +199,7 @@ def study_ingest(job: Job, progress: Progress) -> dict:
             "study_uid", flat=True
         )
     )
-    total = max(len(paths), 1)
+    total = max(len(references), 1)
     readahead(own)
     with (
         work_folder(case.pk, job.pk) as work,
@@ -214,15 +212,15 @@ def study_ingest(job: Job, progress: Progress) -> dict:
             sender=sender,
         ) as intake,
     ):
-        for index, path in enumerate(paths, 1):
-            if path not in staged:
+        for index, reference in enumerate(references, 1):
+            if reference not in staged:
                 intake.fail(index, "Not a staged file of this case.")
-            elif not staged[path]:
+            elif not staged[reference][1]:
                 intake.fail(index, "The staged file is gone (already ingested?).")
             else:
-                intake.take(index, path)
-            if index % 25 == 0 or index == len(paths):
-                progress(index * 90 // total, f"file {index} of {len(paths)}")
+                intake.take(index, staged[reference][0])
+            if index % 25 == 0 or index == len(references):
+                progress(index * 90 // total, f"file {index} of {len(references)}")
         intake.sync()
         result.update(
             _record(job=job, case=case, intake=intake, params=params, label=label)

@@ -5,7 +5,8 @@ them once the de-identified objects are recorded, and every path that stages one
 removes it when it cannot hand it over; what a crash leaves behind (a worker killed
 between its commit and the removal, a listener killed with a batch still open, an
 ingest that failed for good) would otherwise stay on disk for ever. The sweep, run
-by beat every PSI_STAGING_SWEEP_SECONDS, removes staged files older than
+by beat every PSI_STAGING_SWEEP_SECONDS, removes staged files (a file of one
+object, or a listener's batch file of several) older than
 PSI_STAGING_GRACE_SECONDS that no unfinished ingest job names, and the scratch
 folders of ingest attempts no longer running. The grace period covers an object
 staged but not yet handed over (a listener's open batch waits at most
@@ -23,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cases.imaging.services.kinds import INGEST_KIND
-from cases.imaging.staging import WORK_PREFIX
+from cases.imaging.staging import BATCH_SUFFIX, FILE_SUFFIX, WORK_PREFIX, Staged
 from psi.audit import audit_append
 from psi.models import Job
 
@@ -44,8 +45,8 @@ def staging_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
     running: set[str] = set()  # scratch folders of attempts that may be working
     for pk, params in pending.values_list("pk", "params"):
         running.add(f"{WORK_PREFIX}{pk}")
-        for path in (params or {}).get("paths", []):
-            path = Path(path)
+        for reference in (params or {}).get("paths", []):
+            path = Staged.parse(reference).path
             named.add((path.parent.name, path.name))
     for folder in root.iterdir():
         if not folder.is_dir() or not folder.name.isdigit():
@@ -57,7 +58,10 @@ def staging_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
                 if entry.name not in running:
                     shutil.rmtree(entry, ignore_errors=True)
                     counts["work_folders"] += 1
-            elif entry.suffix == ".dcm" and (folder.name, entry.name) not in named:
+            elif (
+                entry.suffix in (FILE_SUFFIX, BATCH_SUFFIX)
+                and (folder.name, entry.name) not in named
+            ):
                 entry.unlink(missing_ok=True)
                 counts["files"] += 1
     if any(counts.values()):

@@ -35,7 +35,7 @@ from cases.imaging.services import (
     study_review_passed,
     study_review_sign,
 )
-from cases.imaging.staging import stage_chunks, staging_dir
+from cases.imaging.staging import Staged, StagedBatch, stage_chunks, staging_dir
 from cases.models import Case
 from consent.services import ConsentMissing
 from psi import durable
@@ -645,6 +645,14 @@ def test_a_job_reads_and_removes_only_its_own_case_staged_files(
     not_dicom = folder / "notes.txt"
     not_dicom.write_bytes(good_series[0].read_bytes())
     own = stage(submitted, good_series[1:3])
+    # A record reference is honoured only for a batch file, a whole file only for
+    # a file of its own.
+    others_batch = StagedBatch(other.pk)
+    others_record = others_batch.add([good_series[3].read_bytes()])
+    others_batch.close()
+    own_batch = StagedBatch(submitted.pk)
+    own_record = own_batch.add([good_series[4].read_bytes()])
+    own_batch.close()
     paths = [
         others,
         str(folder / ".." / str(other.pk) / Path(others).name),
@@ -653,6 +661,9 @@ def test_a_job_reads_and_removes_only_its_own_case_staged_files(
         str(not_dicom),
         *own,
         str(folder / "gone.dcm"),
+        others_record,
+        f"{own[0]}#0+100",
+        str(Staged.parse(own_record).path),
     ]
     with django_capture_on_commit_callbacks(execute=True):
         job = ingest_enqueue(
@@ -662,10 +673,46 @@ def test_a_job_reads_and_removes_only_its_own_case_staged_files(
 
     reasons = {f["file"]: f["reason"] for f in job.result["failed"]}
     assert reasons == {
-        **{f"#{i}": "Not a staged file of this case." for i in (1, 2, 3, 5)},
+        **{f"#{i}": "Not a staged file of this case." for i in (1, 2, 3, 5, 9, 10, 11)},
         "#4": "The staged file is gone (already ingested?).",
         "#8": "The staged file is gone (already ingested?).",
     }
     assert job.result["accepted"] == 2
     assert Path(others).exists() and outside.exists() and not_dicom.exists()
+    assert Staged.parse(others_record).path.exists()
     assert not any(Path(p).exists() for p in own)
+
+
+def test_records_of_a_batch_file_are_ingested_and_the_file_removed(
+    submitted, good_series, cranial_profile, django_capture_on_commit_callbacks
+):
+    """The listener stages a batch as records of one file: they are ingested like
+    files of their own, a record the file lost fails alone, and the file goes
+    once the rows are committed."""
+    batch = StagedBatch(submitted.pk)
+    records = [batch.add([Path(p).read_bytes()]) for p in good_series]
+    batch.close()
+    [path] = {Staged.parse(reference).path for reference in records}
+    assert path.suffix == ".dcms"
+    last = Staged.parse(records[-1])
+    os.truncate(path, last.offset + last.length - 1)  # the last one cut short
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = ingest_enqueue(
+            actor=None,
+            case=submitted,
+            paths=records,
+            source="cstore",
+            calling_ae_title="HOSPA_PACS",
+        )
+    job.refresh_from_db()
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.result["accepted"] == SLICES - 1
+    assert job.result["failed"] == [
+        {"file": f"#{SLICES}", "reason": "Not a DICOM file, or the file is truncated."}
+    ]
+    study = ImagingStudy.objects.get(pk=job.result["study_id"])
+    sent = {dcmread(p).InstanceNumber for p in good_series[:-1]}
+    assert set(study.instances.values_list("instance_number", flat=True)) == sent
+    assert not path.exists()

@@ -158,7 +158,8 @@ def test_storescu_to_the_listener_to_a_worker_until_accepted(
         time.sleep(0.1)
         series.refresh_from_db()
     assert set(series.previews) == {"middle_axial", "axial", "coronal", "sagittal"}
-    assert not list(Path(folders["staging"], str(case.pk)).glob("*.dcm"))
+    # Neither the batch files (.dcms) nor a file of its own (.dcm) stays.
+    assert not list(Path(folders["staging"], str(case.pk)).glob("*.dcm*"))
 
 
 @pytest.fixture(scope="module")
@@ -208,5 +209,5 @@ def test_an_ingest_whose_worker_dies_is_taken_over_and_stored_once(
     assert dicom_rows.count() == 150
     assert len({f.sha256 for f in dicom_rows}) == 150
     staging = Path(folders["staging"], str(case.pk))
-    assert not list(staging.glob("*.dcm")), "the raw objects were removed"
+    assert not list(staging.glob("*.dcm*")), "the raw objects were removed"
     assert not list(staging.glob(".work-*")), "the killed attempt's files were cleared"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import io
 import ipaddress
 import logging
@@ -43,9 +44,11 @@ from cases.imaging.models import (
     ImagingStudy,
 )
 from cases.imaging.phantom import PhantomSpec, write_series
+from cases.imaging.staging import Staged
 from cases.models import Case
 from consent.models import Consent
 from consent.services import consent_withdraw
+from psi.durable import RecordFile
 
 S = Case.Status
 OUR_AE = "PSI_TEST"
@@ -72,7 +75,7 @@ def enqueued(monkeypatch):
                 "actor": actor,
                 "case": case.reference,
                 "paths": list(paths),
-                "bytes": {path: Path(path).read_bytes() for path in paths},
+                "bytes": {ref: Staged.parse(ref).read_bytes() for ref in paths},
                 "source": source,
                 "calling_ae_title": calling_ae_title,
                 "complete": complete,
@@ -187,8 +190,12 @@ def test_storescu_series_is_staged_raw_and_handed_to_ingest(
     for call in enqueued:
         staged.update(call["bytes"])
     folder = Path(staging_root) / str(case.id)
-    assert {Path(p).parent for p in staged} == {folder}
-    assert all(Path(p).suffix == ".dcm" for p in staged)
+    # Each batch's objects are records of one batch file of the case's folder.
+    files = {Staged.parse(ref).path for ref in staged}
+    assert {path.parent for path in files} == {folder}
+    assert {path.suffix for path in files} == {".dcms"}
+    assert len(files) == 3
+    assert all(Staged.parse(ref).is_record for ref in staged)
     sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
     received = sorted(_dataset_bytes(data) for data in staged.values())
     assert received == sent
@@ -197,7 +204,7 @@ def test_storescu_series_is_staged_raw_and_handed_to_ingest(
         assert meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert meta.MediaStorageSOPClassUID == CTImageStorage
     # No temporary file is left behind.
-    assert not [p for p in _staged(staging_root) if p.suffix != ".dcm"]
+    assert _staged(staging_root) == sorted(files)
 
 
 @needs_dcmtk
@@ -373,6 +380,37 @@ def test_small_pdus_and_an_echo_between_stores_on_one_association(
     sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
     assert sorted(_dataset_bytes(data) for data in staged.values()) == sent
     assert [c["complete"] for c in enqueued] == [True]
+
+
+def test_a_disk_that_refuses_the_write_is_answered_out_of_resources(
+    listener, peer, case_at, series_for, enqueued, staging_root, monkeypatch
+):
+    """The object is not stored, the peer hears so (and may send it again); what
+    was stored before and after it is handed over as usual."""
+    case = case_at(S.SUBMITTED)
+    paths = series_for(case.reference)[:3]
+    real = RecordFile.append
+    calls = []
+
+    def full_once(self, chunks):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, chunks)
+
+    monkeypatch.setattr(RecordFile, "append", full_once)
+    assoc = _client(listener)
+    try:
+        statuses = [assoc.send_c_store(pydicom.dcmread(p)) for p in paths]
+    finally:
+        assoc.release()
+    _settle(listener)
+
+    assert [s.Status for s in statuses] == [0x0000, 0xA700, 0x0000]
+    assert statuses[1].ErrorComment == "Could not store the object"
+    [call] = enqueued
+    received = sorted(_dataset_bytes(data) for data in call["bytes"].values())
+    assert received == sorted(_dataset_bytes(p.read_bytes()) for p in paths[::2])
 
 
 @needs_dcmtk

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from cases.imaging.services import STAGING_SWEEP_TASK, ingest_enqueue, staging_sweep
-from cases.imaging.staging import stage_chunks, staging_dir
+from cases.imaging.staging import Staged, StagedBatch, stage_chunks, staging_dir
 from cases.models import Case
 from psi.celery import app
 from psi.models import AuditEvent, Job
@@ -81,6 +81,30 @@ def test_objects_of_an_ingest_that_ended_go(
     assert staging_sweep() == {"files": 2, "work_folders": 0}
     assert not done.exists()
     assert not failed.exists()
+
+
+def batch_of(case, count: int, *, age: float) -> list[str]:
+    """``count`` objects staged as records of one batch file (as the listener
+    stages them), the file last written ``age`` seconds ago."""
+    batch = StagedBatch(case.pk)
+    references = [batch.add([b"raw object %d" % i]) for i in range(count)]
+    batch.close()
+    then = time.time() - age
+    os.utime(Staged.parse(references[0]).path, (then, then))
+    return references
+
+
+def test_a_batch_file_goes_only_when_no_unfinished_ingest_names_it(
+    submitted, surgeon, django_capture_on_commit_callbacks
+):
+    orphan = batch_of(submitted, 3, age=2 * HOUR)
+    waiting = batch_of(submitted, 3, age=2 * HOUR)
+    # A job naming one of its records keeps the whole file.
+    enqueue(submitted, surgeon, waiting[1:2], django_capture_on_commit_callbacks)
+
+    assert staging_sweep() == {"files": 1, "work_folders": 0}
+    assert not Staged.parse(orphan[0]).path.exists()
+    assert Staged.parse(waiting[0]).path.exists()
 
 
 def test_scratch_folders_of_running_attempts_stay(
