@@ -10,7 +10,10 @@ measures, in one run:
     evaluates the study, until the study is accepted; it also prints when storescu
     finished, and the worker processes' peak memory (VmHWM);
 (c) dicognito de-identifying the same files file to file, when it is installed
-    (``.venv/bin/pip install dicognito``; not a PSI dependency).
+    (``.venv/bin/pip install dicognito``; not a PSI dependency);
+(d) Orthanc receiving the same files from storescu, when it is installed (Debian's
+    ``orthanc``; run with its own throw-away configuration and storage): a
+    reference for how fast this machine is, taken in the same run.
 
 It prints figures and asserts nothing. The target they are read against: (b) at
 least 250 slices/s, and worker memory flat in the number of slices (compare
@@ -29,6 +32,7 @@ Redis database (12 by default, flushed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import secrets
@@ -71,6 +75,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--broker", default=DEFAULT_BROKER)
     parser.add_argument("--no-dicognito", action="store_true")
+    parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--repeat",
@@ -356,6 +361,56 @@ def dicognito_seconds(paths: list[Path], out: Path) -> float | None:
     return time.perf_counter() - start
 
 
+def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
+    """storescu -> Orthanc, receiving only (it stores the files and indexes them in
+    its SQLite database), until storescu is done; None without Orthanc."""
+    program = shutil.which("Orthanc")
+    if program is None:
+        return None
+    folder.mkdir()
+    port = _free_port()
+    config = folder / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "psi-bench",
+                "StorageDirectory": str(folder / "storage"),
+                "IndexDirectory": str(folder / "storage"),
+                "DicomAet": "ORTHANC",
+                "DicomPort": port,
+                "HttpPort": _free_port(),
+                "RemoteAccessAllowed": False,
+                "DicomCheckCalledAet": False,
+                "Plugins": [],
+            }
+        )
+    )
+    # dcmtk, inside Orthanc as in storescu, waits for delayed ACKs without it.
+    orthanc = Process(
+        "orthanc",
+        [program, str(config)],
+        {**os.environ, "TCP_NODELAY": "1"},
+        folder / "orthanc.log",
+    )
+    try:
+        orthanc.wait_for("Orthanc has started")
+        start = time.perf_counter()
+        sent = subprocess.run(
+            ["storescu", "-aet", PEER_AE, "-aec", "ORTHANC", "127.0.0.1", str(port)]
+            + [str(p) for p in paths],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        orthanc.stop()
+    if sent.returncode != 0:
+        sys.exit(f"storescu to Orthanc failed:\n{sent.stdout}{sent.stderr}")
+    return seconds
+
+
 def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float):
     """storescu -> listener -> worker until the study is judged."""
     import redis
@@ -589,6 +644,20 @@ def main() -> None:
                         f"  (c) dicognito, file to file      {rate(n, seconds)}  "
                         f"(PSI end to end is {seconds / statistics.median(totals):.2f}"
                         "x its speed)"
+                    )
+            if not args.no_orthanc:
+                runs = [
+                    orthanc_seconds(paths, run / f"orthanc-{attempt}")
+                    for attempt in range(args.repeat)
+                ]
+                if None in runs:
+                    print("  (d) Orthanc: not installed (Debian package orthanc)")
+                else:
+                    seconds = statistics.median(runs)
+                    print(
+                        f"  (d) Orthanc, receiving only      {rate(n, seconds)}  "
+                        f"(PSI end to end is {seconds / statistics.median(totals):.2f}"
+                        "x its speed; median of its runs)"
                     )
 
 
