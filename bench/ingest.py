@@ -361,6 +361,21 @@ def dicognito_seconds(paths: list[Path], out: Path) -> float | None:
     return time.perf_counter() - start
 
 
+def storescu(called_ae: str, port: int, paths: list[Path]) -> None:
+    """Send ``paths`` to the AE ``called_ae`` on this host's ``port``; exit on
+    failure."""
+    sent = subprocess.run(
+        ["storescu", "-aet", PEER_AE, "-aec", called_ae, "127.0.0.1", str(port)]
+        + [str(p) for p in paths],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if sent.returncode != 0:
+        sys.exit(f"storescu to {called_ae} failed:\n{sent.stdout}{sent.stderr}")
+
+
 def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
     """storescu -> Orthanc, receiving only (it stores the files and indexes them in
     its SQLite database), until storescu is done; None without Orthanc."""
@@ -395,20 +410,10 @@ def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
     try:
         orthanc.wait_for("Orthanc has started")
         start = time.perf_counter()
-        sent = subprocess.run(
-            ["storescu", "-aet", PEER_AE, "-aec", "ORTHANC", "127.0.0.1", str(port)]
-            + [str(p) for p in paths],
-            env={**os.environ, "TCP_NODELAY": "1"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        seconds = time.perf_counter() - start
+        storescu("ORTHANC", port, paths)
+        return time.perf_counter() - start
     finally:
         orthanc.stop()
-    if sent.returncode != 0:
-        sys.exit(f"storescu to Orthanc failed:\n{sent.stdout}{sent.stderr}")
-    return seconds
 
 
 def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float):
@@ -458,17 +463,8 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
         }
         start = time.perf_counter()
         started_at = time.time()
-        sent = subprocess.run(
-            ["storescu", "-aet", PEER_AE, "-aec", OUR_AE, "127.0.0.1", str(port)]
-            + [str(p) for p in paths],
-            env={**os.environ, "TCP_NODELAY": "1"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        storescu(OUR_AE, port, paths)
         stored = time.perf_counter() - start
-        if sent.returncode != 0:
-            sys.exit(f"storescu failed:\n{sent.stdout}{sent.stderr}")
         judged = {
             ImagingStudy.Status.ACCEPTED,
             ImagingStudy.Status.REJECTED,

@@ -46,6 +46,26 @@ _SPARE_BUFFERS = 4
 _spare: list[mmap.mmap] = []  # page-aligned, already touched: reused across files
 
 
+def _create(path: Path, mode: int) -> tuple[int, bool]:
+    """Create ``path`` exclusively for writing: its descriptor, and whether it
+    writes around the page cache (a file system may refuse ``O_DIRECT``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    if _O_DIRECT:
+        try:
+            return os.open(path, flags | _O_DIRECT, mode), True
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+    return os.open(path, flags, mode), False
+
+
+def _without_direct(descriptor: int) -> bool:
+    """Write through the page cache from now on; False (no longer direct)."""
+    flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
+    fcntl.fcntl(descriptor, fcntl.F_SETFL, flags & ~_O_DIRECT)
+    return False
+
+
 def _take_buffer() -> mmap.mmap:
     try:
         return _spare.pop()
@@ -77,15 +97,7 @@ class DurableFile:
         self.sync = sync
         self.size = 0
         self._sha256 = hashlib.sha256() if digest else None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._direct = bool(_O_DIRECT)
-        try:
-            self._fd = os.open(self.path, flags | _O_DIRECT, mode)
-        except OSError as error:
-            if error.errno != errno.EINVAL or not self._direct:
-                raise
-            self._fd = os.open(self.path, flags, mode)
-            self._direct = False
+        self._fd, self._direct = _create(self.path, mode)
         self._buffer = _take_buffer()
         self._filled = 0
 
@@ -178,9 +190,7 @@ class DurableFile:
     def _buffered(self) -> None:
         """Write the rest of the file through the page cache."""
         if self._direct:
-            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-            self._direct = False
+            self._direct = _without_direct(self._fd)
 
     def _release(self) -> None:
         fd, self._fd = self._fd, None
@@ -219,15 +229,7 @@ class RecordFile:
     def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o600):
         self.path = Path(path)
         self.size = 0  # where the next record starts: always a block boundary
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        self._direct = bool(_O_DIRECT)
-        try:
-            self._fd = os.open(self.path, flags | _O_DIRECT, mode)
-        except OSError as error:
-            if error.errno != errno.EINVAL or not self._direct:
-                raise
-            self._fd = os.open(self.path, flags, mode)
-            self._direct = False
+        self._fd, self._direct = _create(self.path, mode)
         self._buffer = _take_buffer()
 
     def append(self, chunks: Iterable[bytes | memoryview]) -> tuple[int, int]:
@@ -282,9 +284,7 @@ class RecordFile:
                     # way from now on.
                     if error.errno != errno.EINVAL or not self._direct:
                         raise
-                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-                    self._direct = False
+                    self._direct = _without_direct(self._fd)
         return length
 
     def __enter__(self) -> RecordFile:
