@@ -114,9 +114,10 @@ def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
 
 class StagedBatch:
     """The objects of one batch for a case, staged as records of one batch file
-    (created with the first), each durable when :meth:`add` returns; an object
-    larger than RECORD_MAX_BYTES gets a file of its own. Not thread-safe: one
-    writer at a time, and :meth:`close` once the batch is complete."""
+    (created with the first), each durable when :meth:`add` returns, name
+    included (the folder is synced once a new file is in it); an object larger
+    than RECORD_MAX_BYTES gets a file of its own. Not thread-safe: one writer at
+    a time, and :meth:`close` once the batch is complete."""
 
     def __init__(self, case_id: int) -> None:
         self.case_id = case_id
@@ -126,9 +127,12 @@ class StagedBatch:
         """Stage one object (its bytes are ``chunks``); return its reference."""
         size = sum(len(chunk) for chunk in chunks)
         if size > RECORD_MAX_BYTES:
-            return str(stage_chunks(self.case_id, chunks))
+            path = stage_chunks(self.case_id, chunks)
+            staging_sync(self.case_id)
+            return str(path)
         if self._file is None:
             self._file = RecordFile(staged_path(self.case_id, BATCH_SUFFIX))
+            staging_sync(self.case_id)
         offset, length = self._file.append(chunks)
         return str(Staged(self._file.path, offset, length))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,36 @@ def test_a_record_cut_short_reads_as_an_error():
         fp.truncate(4000)
     with pytest.raises(EOFError):
         record.read_bytes()
+
+
+def test_a_batch_file_is_named_durably_before_its_first_object_is_answered(
+    monkeypatch,
+):
+    """The sender is told an object is stored once add() returns: by then the
+    folder holding the new file is synced too, once a file."""
+    events = []
+    monkeypatch.setattr(
+        staging, "sync_folder", lambda path: events.append(("folder", Path(path)))
+    )
+    real = RecordFile.append
+
+    def append(self, chunks):
+        events.append(("record", self.path.name))
+        return real(self, chunks)
+
+    monkeypatch.setattr(RecordFile, "append", append)
+    monkeypatch.setattr(staging, "RECORD_MAX_BYTES", 100)
+    batch = StagedBatch(10)
+    first = Staged.parse(batch.add([b"one"]))
+    batch.add([b"two"])
+    large = Staged.parse(batch.add([b"L" * 101]))
+    batch.close()
+
+    folder = staging.staging_dir(10)
+    assert events == [
+        ("folder", folder),
+        ("record", first.path.name),
+        ("record", first.path.name),
+        ("folder", folder),  # the large object's own file
+    ]
+    assert large.path.parent == folder
