@@ -414,6 +414,7 @@ def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
         return time.perf_counter() - start
     finally:
         orthanc.stop()
+        shutil.rmtree(folder / "storage", ignore_errors=True)  # 150 MB a run
 
 
 def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float):

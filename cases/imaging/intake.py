@@ -43,7 +43,7 @@ from cases.imaging import quality
 from cases.imaging.deid import deidentify_stream, read_split, split_bytes
 from cases.imaging.deid.elements import text_value
 from cases.imaging.deid.plain import PlainMemo
-from cases.imaging.staging import Staged
+from cases.imaging.staging import RECORD_MAX_BYTES, Staged
 from psi.crypto import identity_hmac
 from psi.durable import DurableFile
 from psi.files import stored_file_adopt, stored_files_sync
@@ -66,8 +66,9 @@ _CHARACTER_SET = 0x00080005
 #: Files written on the intake's thread but not yet on disk, at most.
 WRITES_IN_FLIGHT = 4
 #: Files up to this size are read whole and parsed in memory; larger ones (a
-#: multi-frame object) are read from the file, their pixels never held.
-IN_MEMORY_BYTES = 16 * 1024 * 1024
+#: multi-frame object) are read from the file, their pixels never held. The
+#: records of a batch file are read whole: staging keeps them to this size.
+IN_MEMORY_BYTES = RECORD_MAX_BYTES
 
 
 def text(ds, keyword: str) -> str:

@@ -213,12 +213,13 @@ def study_ingest(job: Job, progress: Progress) -> dict:
         ) as intake,
     ):
         for index, reference in enumerate(references, 1):
-            if reference not in staged:
+            target, present = staged.get(reference, (None, False))
+            if target is None:
                 intake.fail(index, "Not a staged file of this case.")
-            elif not staged[reference][1]:
+            elif not present:
                 intake.fail(index, "The staged file is gone (already ingested?).")
             else:
-                intake.take(index, staged[reference][0])
+                intake.take(index, target)
             if index % 25 == 0 or index == len(references):
                 progress(index * 90 // total, f"file {index} of {len(references)}")
         intake.sync()

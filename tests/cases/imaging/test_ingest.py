@@ -78,6 +78,21 @@ def stage(case, paths) -> list[str]:
     return [str(stage_chunks(case.pk, [Path(p).read_bytes()])) for p in paths]
 
 
+def from_node(case, references, capture, ae_title="HOSPA_PACS") -> Job:
+    """Ingest staged objects as the listener hands them over (no user, an AE
+    title), run to the end."""
+    with capture(execute=True):
+        job = ingest_enqueue(
+            actor=None,
+            case=case,
+            paths=references,
+            source="cstore",
+            calling_ae_title=ae_title,
+        )
+    job.refresh_from_db()
+    return job
+
+
 def ingest(case, actor, paths, capture) -> Job:
     staged = stage(case, paths)
     with capture(execute=True):
@@ -480,15 +495,9 @@ def test_dicom_node_ingest_names_the_ae_title(
     submitted, good_series, cranial_profile, django_capture_on_commit_callbacks
 ):
     staged = stage(submitted, good_series[:2])
-    with django_capture_on_commit_callbacks(execute=True):
-        job = ingest_enqueue(
-            actor=None,
-            case=submitted,
-            paths=staged,
-            source="cstore",
-            calling_ae_title="HOSP_A_CT",
-        )
-    job.refresh_from_db()
+    job = from_node(
+        submitted, staged, django_capture_on_commit_callbacks, ae_title="HOSP_A_CT"
+    )
     assert job.status == Job.Status.SUCCEEDED
     submitted.refresh_from_db()
     assert "DICOM node HOSP_A_CT" in submitted.events.last().reason
@@ -697,15 +706,7 @@ def test_records_of_a_batch_file_are_ingested_and_the_file_removed(
     last = Staged.parse(records[-1])
     os.truncate(path, last.offset + last.length - 1)  # the last one cut short
 
-    with django_capture_on_commit_callbacks(execute=True):
-        job = ingest_enqueue(
-            actor=None,
-            case=submitted,
-            paths=records,
-            source="cstore",
-            calling_ae_title="HOSPA_PACS",
-        )
-    job.refresh_from_db()
+    job = from_node(submitted, records, django_capture_on_commit_callbacks)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert job.result["accepted"] == SLICES - 1
