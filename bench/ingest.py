@@ -414,7 +414,6 @@ def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
         return time.perf_counter() - start
     finally:
         orthanc.stop()
-        shutil.rmtree(folder / "storage", ignore_errors=True)  # 150 MB a run
 
 
 def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float):
@@ -623,8 +622,6 @@ def main() -> None:
                 totals.append(result["total"])
                 stored.append(result["stored"])
                 report(n, result, floor, timeline=args.timeline)
-                if attempt < args.repeat - 1:
-                    shutil.rmtree(run / f"in-{attempt}")
             if args.repeat > 1:
                 print(
                     f"  (b) over {args.repeat} runs: median "
