@@ -85,7 +85,7 @@ class AcquisitionProfileAdmin(ServiceHistoryAdmin):
 
 @admin.register(DicomPeer)
 class DicomPeerAdmin(ServiceHistoryAdmin):
-    list_display = ["ae_title", "hospital", "is_active", "description"]
+    list_display = ["ae_title", "hospital", "networks", "is_active", "description"]
     list_filter = ["is_active"]
     search_fields = ["ae_title", "description"]
 

@@ -2,7 +2,8 @@
 
 One pynetdicom acceptor serves Verification (C-ECHO) and the storage SOP classes of
 planning images (CT, MR, secondary capture). Who may send is decided at association:
-the calling AE title must be an active ``DicomPeer`` and the called AE title ours;
+the calling AE title must be an active ``DicomPeer`` calling from an address its
+``networks`` allow (``services.dicom_peer_admit``) and the called AE title ours;
 anyone else gets an A-ASSOCIATE-RJ before a byte of a dataset is accepted.
 
 Each object is routed by its Accession Number, which the hospital sets to the case
@@ -62,11 +63,10 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from cases.imaging import rawdicom, services, staging
-from cases.imaging.models import DicomPeer
 from cases.models import Case
 from consent.services import ConsentMissing
 from psi import jobs
-from psi.errors import Conflict
+from psi.errors import Conflict, PermissionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -788,19 +788,16 @@ class Listener:
     def _on_requested(self, event) -> None:
         assoc = event.assoc
         calling = str(assoc.requestor.primitive.calling_ae_title).strip()
-        peer = (
-            DicomPeer.objects.filter(ae_title=calling, is_active=True)
-            .values_list("hospital_id", flat=True)
-            .first()
-        )
-        if peer is None:
-            logger.warning("association from unknown AE title %r rejected", calling)
+        try:
+            hospital_id = services.dicom_peer_admit(calling, assoc.requestor.address)
+        except PermissionRefused as refusal:
+            logger.warning("association rejected: %s", refusal.message)
             # Rejected permanent, by the service user: calling AE title not recognised.
             assoc.acse.send_reject(0x01, 0x01, 0x03)
             assoc.kill()
             return
         with self._lock:
-            self._sessions[assoc] = _Session(ae_title=calling, hospital_id=peer)
+            self._sessions[assoc] = _Session(ae_title=calling, hospital_id=hospital_id)
 
     def _on_echo(self, event) -> int:
         return SUCCESS

@@ -2,7 +2,11 @@
 acquisition profiles they are checked against, and the encrypted key that links them
 back to the hospital's originals."""
 
+import ipaddress
+import re
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -41,14 +45,49 @@ class PatientImagingKey(models.Model):
         return f"imaging key of {self.patient}"
 
 
+def peer_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The addresses and networks of a DICOM peer's ``networks`` (comma- or
+    space-separated; ``10.1.2.3``, ``10.1.0.0/16``, ``2001:db8::/32``); ValueError
+    names the first entry that is neither."""
+    found = []
+    for entry in re.split(r"[\s,]+", text.strip()):
+        if not entry:
+            continue
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network (such as 10.1.2.3 or "
+                "10.1.0.0/16)."
+            ) from None
+    return found
+
+
+def validate_peer_networks(text: str) -> None:
+    try:
+        peer_networks(text)
+    except ValueError as error:
+        raise ValidationError(str(error), code="invalid") from None
+
+
 class DicomPeer(models.Model):
     """A hospital's DICOM node allowed to send to our C-STORE listener, known by its
-    calling AE title (unknown callers are rejected at association)."""
+    calling AE title and, where ``networks`` names any, the addresses it calls from
+    (an AE title is only a name any node can claim). Others are rejected at
+    association."""
 
     hospital = models.ForeignKey(
         "psi.Organisation", on_delete=models.PROTECT, related_name="dicom_peers"
     )
     ae_title = models.CharField(max_length=16, unique=True)
+    networks = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_peer_networks],
+        help_text="IP addresses or networks the node calls from, such as "
+        "10.1.2.3 or 10.1.0.0/16, separated by commas or spaces. Empty: any address "
+        "(rely on the network and TLS instead).",
+    )
     description = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

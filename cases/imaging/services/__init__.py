@@ -28,6 +28,7 @@ from cases.imaging.services.evaluation import (
 from cases.imaging.services.gate import (
     IMAGING_STATUSES,
     case_for_accession,
+    dicom_peer_admit,
     imaging_gate,
     may_send,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "REVIEW_FINDINGS",
     "STAGING_SWEEP_TASK",
     "case_for_accession",
+    "dicom_peer_admit",
     "evaluation_schedule",
     "imaging_gate",
     "ingest_enqueue",

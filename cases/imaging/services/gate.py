@@ -10,11 +10,14 @@ cancelled and closed cases.
 
 from __future__ import annotations
 
+import ipaddress
+
+from cases.imaging.models import DicomPeer, peer_networks
 from cases.models import Case
 from cases.selectors import PATIENT_IDENTITY
 from consent.models import Purpose
 from consent.services import consent_require
-from psi.errors import Conflict
+from psi.errors import Conflict, PermissionRefused
 from psi.permissions import has_object_perm
 
 S = Case.Status
@@ -52,6 +55,43 @@ def imaging_gate(case: Case) -> None:
             status=case.status,
         )
     consent_require(case.patient, Purpose.IMAGING_EXCHANGE)
+
+
+def dicom_peer_admit(calling_ae_title: str, address: str) -> int:
+    """The hospital (its id) of the active DICOM peer that calls as
+    ``calling_ae_title`` from the IP ``address``; PermissionRefused, saying why,
+    when there is none or its ``networks`` leave that address out."""
+    calling = (calling_ae_title or "").strip()
+    peer = (
+        DicomPeer.objects.filter(ae_title=calling, is_active=True)
+        .values_list("hospital_id", "networks")
+        .first()
+    )
+    if peer is None:
+        raise PermissionRefused(f"Unknown calling AE title {calling!r}.")
+    hospital_id, networks = peer
+    allowed = peer_networks(networks)
+    if allowed and not _address_in(address, allowed):
+        raise PermissionRefused(
+            f"The AE title {calling!r} may not call from {address or 'unknown'}."
+        )
+    return hospital_id
+
+
+def _address_in(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    # A listener bound to "::" sees IPv4 callers as ::ffff:a.b.c.d.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    candidates = [ip] if mapped is None else [ip, mapped]
+    return any(
+        candidate in network
+        for candidate in candidates
+        for network in networks
+        if candidate.version == network.version
+    )
 
 
 def may_send(actor, case: Case) -> bool:

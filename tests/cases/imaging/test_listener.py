@@ -263,6 +263,36 @@ def test_inactive_peer_is_rejected_at_association(
 
 
 @needs_dcmtk
+@pytest.mark.parametrize(
+    ("networks", "admitted"),
+    [
+        ("192.0.2.0/24, 10.9.0.0/16", False),  # our storescu calls from 127.0.0.1
+        ("192.0.2.7 127.0.0.0/8", True),
+        ("127.0.0.1", True),
+    ],
+)
+def test_a_peer_is_admitted_only_from_its_networks(
+    listener, peer, case_at, series_for, enqueued, staging_root, networks, admitted
+):
+    peer.networks = networks
+    peer.save()
+    case = case_at(S.SUBMITTED)
+    run = _store(listener, series_for(case.reference)[:1], PACS_AE)
+    _settle(listener)
+
+    output = run.stdout + run.stderr
+    if admitted:
+        assert run.returncode == 0, output
+        assert len(_staged(staging_root)) == 1
+        assert len(enqueued) == 1
+    else:
+        assert run.returncode != 0
+        assert "Calling AE Title Not Recognized" in output
+        assert _staged(staging_root) == []
+        assert enqueued == []
+
+
+@needs_dcmtk
 def test_wrong_called_ae_title_is_rejected(listener, peer):
     host, port = listener.address
     run = subprocess.run(
