@@ -325,6 +325,13 @@ PSI_DICOM_TLS_CA = env_str("PSI_DICOM_TLS_CA")
 # many seconds, or when the association ends.
 PSI_DICOM_BATCH_SIZE = env_int("PSI_DICOM_BATCH_SIZE", 50)
 PSI_DICOM_BATCH_SECONDS = env_int("PSI_DICOM_BATCH_SECONDS", 5)
+# Associations at once (more are rejected as transient, "local limit exceeded"; each
+# holds a database connection while it routes objects); seconds a caller has to
+# negotiate or release an association (a connection that says nothing is closed);
+# seconds an association may stay silent before it is aborted.
+PSI_DICOM_MAX_ASSOCIATIONS = env_int("PSI_DICOM_MAX_ASSOCIATIONS", 16)
+PSI_DICOM_ACSE_TIMEOUT = env_int("PSI_DICOM_ACSE_TIMEOUT", 10)
+PSI_DICOM_NETWORK_TIMEOUT = env_int("PSI_DICOM_NETWORK_TIMEOUT", 60)
 # A study sent without an end (STOW-RS) is judged once no object has arrived for
 # this long; uploads and DICOM associations say when they are done.
 PSI_STUDY_STABLE_SECONDS = env_int("PSI_STUDY_STABLE_SECONDS", 30)

@@ -574,6 +574,9 @@ class Listener:
         ssl_context: ssl.SSLContext | None = None,
         batch_size: int | None = None,
         batch_seconds: float | None = None,
+        max_associations: int | None = None,
+        acse_timeout: float | None = None,
+        network_timeout: float | None = None,
     ) -> None:
         self.host = host if host is not None else settings.PSI_DICOM_HOST
         self.port = port if port is not None else settings.PSI_DICOM_PORT
@@ -596,6 +599,13 @@ class Listener:
             target=self._hand_over_forever, name="dicom-ingest-handover", daemon=True
         )
         self.ae = AE(ae_title=self.ae_title)
+        # pynetdicom's defaults (10 associations, 30 s to negotiate) let a handful
+        # of silent or garbage connections (a port scan) turn hospitals away.
+        self.ae.maximum_associations = (
+            max_associations or settings.PSI_DICOM_MAX_ASSOCIATIONS
+        )
+        self.ae.acse_timeout = acse_timeout or settings.PSI_DICOM_ACSE_TIMEOUT
+        self.ae.network_timeout = network_timeout or settings.PSI_DICOM_NETWORK_TIMEOUT
         # The called AE title must be ours (A-ASSOCIATE-RJ, diagnostic 7, otherwise).
         self.ae.require_called_aet = True
         # Peers send PDUs up to our limit: pynetdicom's 16 kB default cuts a 512 x 512

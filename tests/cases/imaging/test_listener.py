@@ -604,6 +604,70 @@ def test_associations_leave_no_descriptor_open(listener, peer):
     assert _open_descriptors() <= before
 
 
+@pytest.fixture
+def listener_with(staging_root):
+    """A listener with limits of the test's choosing (``Listener`` keywords)."""
+    started = []
+
+    def start(**limits) -> Listener:
+        running = Listener(host="127.0.0.1", port=0, ae_title=OUR_AE, **limits)
+        running.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop(grace=1)
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_connection_that_says_nothing_is_closed_after_the_acse_timeout(
+    listener_with,
+):
+    listener = listener_with(acse_timeout=0.5)
+    with socket.create_connection(listener.address, timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(64) == b""  # closed by the listener, nothing sent
+        waited = time.monotonic() - started
+    assert 0.4 < waited < 5
+    assert _wait_until(lambda: not listener.ae.active_associations, 5)
+
+
+def test_a_silent_association_is_aborted_after_the_network_timeout(listener_with, peer):
+    listener = listener_with(network_timeout=1)
+    assoc = _client(listener)
+    assert assoc.is_established
+    assert _wait_until(lambda: assoc.is_aborted, 10)
+    assert _wait_until(lambda: not listener.ae.active_associations, 5)
+
+
+def test_associations_beyond_the_limit_are_rejected_as_transient(listener_with, peer):
+    listener = listener_with(max_associations=2)
+    first, second = _client(listener), _client(listener)
+    try:
+        assert first.is_established and second.is_established
+        third = _client(listener)
+        assert third.is_rejected
+        answer = third.acceptor.primitive
+        # Rejected transient, by the presentation service: local limit exceeded.
+        assert (answer.result, answer.result_source, answer.diagnostic) == (2, 3, 2)
+    finally:
+        first.release()
+        second.release()
+    # Once one ends, the next is accepted.
+    fourth = _client(listener)
+    assert fourth.is_established
+    fourth.release()
+
+
 def test_batch_waiting_too_long_is_handed_over_while_association_stays_open(
     listener, peer, case_at, series_for, enqueued
 ):
