@@ -88,6 +88,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="print when each imaging job was queued, started and finished",
     )
+    parser.add_argument(
+        "--workdir",
+        help="where the bench's throw-away folder goes (the system's temporary "
+        "folder): away from where many files were deleted in the last minutes",
+    )
     return parser.parse_args()
 
 
@@ -591,7 +596,9 @@ def main() -> None:
         sys.exit("storescu not found: install dcmtk")
     sizes = [int(s) for s in args.slices.split(",") if s.strip()]
     prepare_database(args.database_url, marker=MARKER)
-    with tempfile.TemporaryDirectory(prefix="psi-bench-ingest-") as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="psi-bench-ingest-", dir=args.workdir
+    ) as tmp:
         folder = Path(tmp)
         env = {
             **os.environ,
