@@ -292,6 +292,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 # longest task, or a long task runs twice.
 PSI_LONGEST_TASK_SECONDS = env_int("PSI_LONGEST_TASK_SECONDS", 3 * 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": PSI_LONGEST_TASK_SECONDS + 600}
+# Put in front of every broker key (Redis): installations sharing one Redis database
+# (a test and a staging instance) keep their queues apart.
+PSI_BROKER_KEY_PREFIX = env_str("PSI_BROKER_KEY_PREFIX")
+if PSI_BROKER_KEY_PREFIX:
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = PSI_BROKER_KEY_PREFIX
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A job that shows no progress for this long is re-enqueued by the sweeper.

@@ -24,9 +24,12 @@ from psi.models import Job
 from tests.psi.conftest import subprocess_database_url
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-# A Redis database of the tests' own, so no other queue is disturbed.
+# A Redis database of the tests' own, so no other queue is disturbed, and in it keys
+# of this test process's own: two test runs on one machine (or two xdist processes)
+# neither take each other's tasks nor empty each other's queues.
 REDIS_DB = int(os.environ.get("PSI_TEST_WORKER_REDIS_DB", "13"))
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+KEY_PREFIX = f"psi-test-{uuid.uuid4().hex[:12]}:"
 FINISHED = (Job.Status.SUCCEEDED, Job.Status.FAILED)
 
 
@@ -71,13 +74,14 @@ def running_worker(
     log: Path, *, imports: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> Iterator[Worker]:
     """A prefork worker with one pool process, until the block ends."""
-    redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB).flushdb()
+    _forget_keys()
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "psi.settings",
         # The pytest-django test database, not the development one.
         "DATABASE_URL": subprocess_database_url(),
         "CELERY_BROKER_URL": BROKER,
+        "PSI_BROKER_KEY_PREFIX": KEY_PREFIX,
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
@@ -125,6 +129,14 @@ def running_worker(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+        _forget_keys()
+
+
+def _forget_keys() -> None:
+    """What an earlier worker of this process left in Redis."""
+    keys = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    for key in keys.scan_iter(match=f"{KEY_PREFIX}*"):
+        keys.delete(key)
 
 
 def _forget_broker_connections() -> None:
@@ -143,18 +155,32 @@ def sending_to_the_broker():
     conf = app.conf
     # Celery resolves broker_write_url from the settings' broker at start-up, so
     # both are pointed at the test broker (CI sets CELERY_BROKER_URL to another).
-    saved = conf.task_always_eager, conf.broker_url, conf.broker_write_url
+    saved = (
+        conf.task_always_eager,
+        conf.broker_url,
+        conf.broker_write_url,
+        conf.broker_transport_options,
+    )
     _forget_broker_connections()
     conf.task_always_eager, conf.broker_url, conf.broker_write_url = (
         False,
         BROKER,
         BROKER,
     )
+    conf.broker_transport_options = {
+        **saved[3],
+        "global_keyprefix": KEY_PREFIX,
+    }
     try:
         yield
     finally:
         _forget_broker_connections()
-        conf.task_always_eager, conf.broker_url, conf.broker_write_url = saved
+        (
+            conf.task_always_eager,
+            conf.broker_url,
+            conf.broker_write_url,
+            conf.broker_transport_options,
+        ) = saved
 
 
 def wait_for(job: Job, ready, worker: Worker, timeout: float = 60) -> Job:

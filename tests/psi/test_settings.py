@@ -24,6 +24,7 @@ print(json.dumps({
     "SESSION_COOKIE_AGE": s.SESSION_COOKIE_AGE,
     "SESSION_SAVE_EVERY_REQUEST": s.SESSION_SAVE_EVERY_REQUEST,
     "CELERY_TASK_ALWAYS_EAGER": s.CELERY_TASK_ALWAYS_EAGER,
+    "CELERY_BROKER_TRANSPORT_OPTIONS": s.CELERY_BROKER_TRANSPORT_OPTIONS,
     "SECURE_HSTS_SECONDS": getattr(s, "SECURE_HSTS_SECONDS", 0),
 }))
 """
@@ -142,6 +143,23 @@ def test_celery_runs_eagerly_only_without_a_broker(load_settings):
     assert loaded(load_settings())["CELERY_TASK_ALWAYS_EAGER"] is True
     with_broker = load_settings(CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
     assert loaded(with_broker)["CELERY_TASK_ALWAYS_EAGER"] is False
+
+
+def test_a_broker_key_prefix_keeps_installations_apart_in_one_redis(load_settings):
+    plain = loaded(load_settings(CELERY_BROKER_URL="redis://127.0.0.1:6379/0"))
+    assert "global_keyprefix" not in plain["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    prefixed = loaded(
+        load_settings(
+            CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+            PSI_BROKER_KEY_PREFIX="staging:",
+        )
+    )
+    options = prefixed["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    assert options["global_keyprefix"] == "staging:"
+    assert (
+        options["visibility_timeout"]
+        == plain["CELERY_BROKER_TRANSPORT_OPTIONS"]["visibility_timeout"]
+    )
 
 
 def test_a_malformed_boolean_is_refused_by_name(load_settings):
