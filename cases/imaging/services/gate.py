@@ -70,7 +70,12 @@ def dicom_peer_admit(calling_ae_title: str, address: str) -> int:
     if peer is None:
         raise PermissionRefused(f"Unknown calling AE title {calling!r}.")
     hospital_id, networks = peer
-    allowed = peer_networks(networks)
+    try:
+        allowed = peer_networks(networks)
+    except ValueError as error:  # saved around the admin's validation: fail closed
+        raise PermissionRefused(
+            f"The networks of AE title {calling!r} are not valid: {error}"
+        ) from None
     if allowed and not _address_in(address, allowed):
         raise PermissionRefused(
             f"The AE title {calling!r} may not call from {address or 'unknown'}."

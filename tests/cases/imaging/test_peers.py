@@ -64,3 +64,9 @@ def test_networks_that_are_not_addresses_are_refused_by_name(peer):
         "'pacs.hospital.example' is not an IP address or network"
         in (refused.value.message_dict["networks"][0])
     )
+
+
+def test_networks_saved_without_validation_refuse_every_address(peer):
+    DicomPeer.objects.filter(pk=peer.pk).update(networks="10.0.0.0/8 pacs.example")
+    with pytest.raises(PermissionRefused, match="are not valid"):
+        dicom_peer_admit("HOSPA_PACS", "10.1.2.3")
