@@ -518,11 +518,12 @@ def psi_path(case, paths, *, env, folder: Path, concurrency: int, timeout: float
 def _judged_at(study) -> float:
     """When the study was judged (seconds since the epoch): the end of its
     last evaluation, which set the verdict in the same transaction."""
+    from cases.imaging.services import EVALUATE_KIND
     from psi.models import Job
 
     finished = (
         Job.objects.filter(
-            kind="imaging.evaluate",
+            kind=EVALUATE_KIND,
             status=Job.Status.SUCCEEDED,
             params__study_id=study.pk,
         )

@@ -85,18 +85,14 @@ def dicom_peer_admit(calling_ae_title: str, address: str) -> int:
 
 def _address_in(address: str, networks) -> bool:
     try:
-        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+        ip = ipaddress.ip_address(address or "")  # a zone (fe80::1%eth0) is kept
     except ValueError:
         return False
     # A listener bound to "::" sees IPv4 callers as ::ffff:a.b.c.d.
     mapped = getattr(ip, "ipv4_mapped", None)
-    candidates = [ip] if mapped is None else [ip, mapped]
-    return any(
-        candidate in network
-        for candidate in candidates
-        for network in networks
-        if candidate.version == network.version
-    )
+    candidates = (ip,) if mapped is None else (ip, mapped)
+    # An address of the other IP version is simply not in a network.
+    return any(candidate in network for candidate in candidates for network in networks)
 
 
 def may_send(actor, case: Case) -> bool:

@@ -39,13 +39,14 @@ def test_unknown_and_inactive_peers_are_refused(peer):
         ("::ffff:10.1.0.5", True),  # an IPv4 caller seen by a listener on "::"
         ("2001:db8:5::1", True),
         ("2001:db9::1", False),
-        ("fe80::1%eth0", False),  # a link-local address with its zone
+        ("fe80::1%eth0", True),  # a link-local address with its zone
+        ("fe81::1", False),
         ("", False),
         ("not an address", False),
     ],
 )
 def test_a_peer_with_networks_is_admitted_only_from_them(peer, address, admitted):
-    peer.networks = "10.1.0.0/16, 192.0.2.7\n2001:db8::/32"
+    peer.networks = "10.1.0.0/16, 192.0.2.7\n2001:db8::/32 fe80::/64"
     peer.full_clean()
     peer.save()
     if admitted:
