@@ -341,6 +341,16 @@ def _free_port() -> int:
 # --- the measurements ----------------------------------------------------------------
 
 
+def settle() -> None:
+    """Write out what earlier steps left in the page cache (the series just
+    generated, the copies of the floor, a reference's output) before a measured
+    run. The kernel writes dirty pages back about 30 s after they were made: a
+    run would otherwise share the disk with the writeback of the 150 MB series
+    of a run or two before it, while the listener waits for the device at every
+    object."""
+    os.sync()
+
+
 def copy_floor(paths: list[Path], out: Path) -> float:
     out.mkdir()
     start = time.perf_counter()
@@ -358,6 +368,7 @@ def dicognito_seconds(paths: list[Path], out: Path) -> float | None:
 
     out.mkdir()
     anonymizer = Anonymizer(seed="bench")
+    settle()
     start = time.perf_counter()
     for path in paths:
         ds = pydicom.dcmread(path)
@@ -414,6 +425,7 @@ def orthanc_seconds(paths: list[Path], folder: Path) -> float | None:
     )
     try:
         orthanc.wait_for("Orthanc has started")
+        settle()
         start = time.perf_counter()
         storescu("ORTHANC", port, paths)
         return time.perf_counter() - start
@@ -639,6 +651,7 @@ def main() -> None:
                     print(f"  (a) copy the files               {rate(n, floor)}")
                 attempt_folder = run / f"attempt-{attempt}"
                 attempt_folder.mkdir()
+                settle()
                 result = psi_path(
                     case,
                     paths,
