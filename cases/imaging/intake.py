@@ -10,10 +10,11 @@ is de-identified by the intake's ``deid.plain.PlainMemo``, which meets each dist
 element of the patient's series once (a quarter of a millisecond a slice); any
 other object goes through pydicom (``deid.split``, about a millisecond).
 
-The end of each file (hashing it, its bytes going to the device, its link into
-storage) runs on a thread of the intake while the next file is parsed: the device
-works while the CPU does, instead of the CPU waiting for it half a millisecond a
-slice, and the hash (0.4 ms of a CT slice) uses a second core when one is free.
+The end of each file (hashing it, writing it and starting its way to the device,
+its link into storage) runs on a thread of the intake while the next file is
+parsed: the hash (0.4 ms of a CT slice) and the copy use a second core when one is
+free, and the device works while the CPU does; ``sync`` then waits only for what
+the device has not done yet.
 At most ``WRITES_IN_FLIGHT`` files wait for it (each holds its buffer).
 
 What comes out is an :class:`Intake`: the objects ready for their rows (with their

@@ -101,8 +101,8 @@ def staged_path(case_id: int, suffix: str = FILE_SUFFIX) -> Path:
 def stage_chunks(case_id: int, chunks: Iterable[bytes]) -> Path:
     """Write ``chunks`` to a new staged file, flushed and fsynced; return its path.
 
-    The file is created exclusively, so two writers never share one, and written
-    around the page cache (``psi.durable.DurableFile``); on any error the partial
+    The file is created exclusively, so two writers never share one, and leaves the
+    page cache once on disk (``psi.durable.DurableFile``); on any error the partial
     file is removed.
     """
     path = staged_path(case_id)
@@ -188,9 +188,10 @@ def staged_in(
 def readahead(references: Iterable[str | os.PathLike[str]]) -> None:
     """Ask the kernel to start reading staged files the caller will read next.
 
-    Staged files are written around the page cache (``DurableFile``), so the ingest
-    would otherwise wait for the device at every file; the reads now overlap with
-    the work on the files before them. A hint only: errors are ignored."""
+    Staged files leave the page cache once they are on disk (``psi.durable``), so
+    the ingest would otherwise wait for the device at every file; the reads now
+    overlap with the work on the files before them. A hint only: errors are
+    ignored."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return

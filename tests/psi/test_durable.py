@@ -1,9 +1,12 @@
-"""New files written durably around the page cache (psi.durable)."""
+"""New files written durably, leaving the page cache once on disk (psi.durable)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import hashlib
+import mmap
 import os
 import stat
 from pathlib import Path
@@ -13,10 +16,10 @@ import pytest
 from psi import durable
 from psi.durable import BUFFER_BYTES, DurableFile, RecordFile, sync_paths
 
-#: Tests that read the kernel's view of a descriptor (/proc) or set O_DIRECT.
+#: Tests that read the kernel's view of a descriptor (/proc) or of the page cache.
 linux = pytest.mark.skipif(
-    not hasattr(os, "O_DIRECT") or not Path("/proc/self/fdinfo").exists(),
-    reason="needs Linux (O_DIRECT, /proc)",
+    not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").exists(),
+    reason="needs Linux (/proc, posix_fadvise)",
 )
 SIZES = [0, 1, 4095, 4096, 4097, BUFFER_BYTES - 1, BUFFER_BYTES, 3 * BUFFER_BYTES + 5]
 
@@ -82,64 +85,6 @@ def test_an_error_while_writing_leaves_no_partial_file(tmp_path):
     assert not path.exists()
 
 
-@linux
-def _skip_without_o_direct(folder: Path) -> None:
-    try:
-        os.close(os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
-    except OSError:
-        pytest.skip("this file system refuses O_DIRECT")
-
-
-def test_writes_go_around_the_page_cache_where_the_file_system_allows(tmp_path):
-    _skip_without_o_direct(tmp_path)
-    with DurableFile(tmp_path / "object.dcm") as handle:
-        flags = int(Path(f"/proc/self/fdinfo/{handle._fd}").read_text().split()[3], 8)
-        assert flags & os.O_DIRECT
-        handle.write(_content(10_000))
-    assert (tmp_path / "object.dcm").read_bytes() == _content(10_000)
-
-
-@linux
-def test_a_file_system_refusing_o_direct_at_open_gets_ordinary_writes(
-    tmp_path, monkeypatch
-):
-    real_open = os.open
-
-    def refusing(path, flags, *args):
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(durable.os, "open", refusing)
-    data = _content(BUFFER_BYTES + 4321)
-    with DurableFile(tmp_path / "object.dcm") as handle:
-        handle.write(data)
-    assert (tmp_path / "object.dcm").read_bytes() == data
-
-
-@linux
-def test_a_file_system_refusing_o_direct_writes_gets_ordinary_writes(
-    tmp_path, monkeypatch
-):
-    _skip_without_o_direct(tmp_path)
-    real_write = os.write
-    refused = []
-
-    def refusing(descriptor, data):
-        flags = int(Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8)
-        if flags & os.O_DIRECT:
-            refused.append(len(data))
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_write(descriptor, data)
-
-    monkeypatch.setattr(durable.os, "write", refusing)
-    data = _content(2 * BUFFER_BYTES + 99)
-    with DurableFile(tmp_path / "object.dcm") as handle:
-        handle.write(data)
-    assert (tmp_path / "object.dcm").read_bytes() == data
-    assert refused == [BUFFER_BYTES]  # tried once, then the ordinary way for good
-
-
 def test_other_write_errors_are_raised_and_the_file_removed(tmp_path, monkeypatch):
     def full(descriptor, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -162,17 +107,106 @@ def test_sync_paths_syncs_each_file_and_each_folder_once(tmp_path, fsynced):
     assert fsynced == [*files, tmp_path / "a", tmp_path / "b"]
 
 
-def test_a_platform_without_o_direct_writes_the_ordinary_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(durable, "_O_DIRECT", 0)  # macOS has no such flag
-    data = _content(BUFFER_BYTES + 777)
-    with DurableFile(tmp_path / "object.dcm") as handle:
-        handle.write(data)
-        assert not handle._direct
-    assert (tmp_path / "object.dcm").read_bytes() == data
+def _resident_pages(path: Path) -> int:
+    """How many of the file's pages the page cache holds (mincore(2))."""
+    size = path.stat().st_size
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pages = -(-size // mmap.PAGESIZE)
+    vector = (ctypes.c_ubyte * pages)()
+    with path.open("rb") as fp:
+        # A private mapping: writable for ctypes, and reading none of it.
+        mapped = mmap.mmap(fp.fileno(), size, access=mmap.ACCESS_COPY)
+    anchor = ctypes.c_char.from_buffer(mapped)
+    try:
+        address = ctypes.c_void_p(ctypes.addressof(anchor))
+        if libc.mincore(address, ctypes.c_size_t(size), vector):
+            raise OSError(ctypes.get_errno(), "mincore failed")
+    finally:
+        del anchor
+        mapped.close()
+    return sum(flag & 1 for flag in vector)
+
+
+@pytest.fixture
+def drops_pages(tmp_path) -> None:
+    """Skip where the file system keeps a synced file's pages when told they are
+    not needed (tmpfs: there they are the file)."""
+    control = tmp_path / "control"
+    control.write_bytes(_content(64 * 1024))
+    descriptor = os.open(control, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+    if _resident_pages(control):
+        pytest.skip("this file system keeps the pages of a synced file")
+
+
+@linux
+def test_a_durable_file_leaves_the_page_cache_once_on_disk(tmp_path, drops_pages):
+    kept = tmp_path / "kept.dcm"
+    kept.write_bytes(_content(300_000))
+    assert _resident_pages(kept) > 0  # an ordinary write stays, so the test can tell
+    now = tmp_path / "now.dcm"
+    with DurableFile(now) as handle:
+        handle.write(_content(300_000))
+    assert _resident_pages(now) == 0
+    later = [tmp_path / f"later-{i}.dcm" for i in range(3)]
+    for path in later:
+        with DurableFile(path, sync=False) as handle:
+            handle.write(_content(300_000))
+    sync_paths(later)
+    assert [_resident_pages(path) for path in later] == [0, 0, 0]
+    assert all(path.read_bytes() == _content(300_000) for path in later)
+
+
+@linux
+def test_each_record_leaves_the_page_cache_once_on_disk(tmp_path, drops_pages):
+    path = tmp_path / "batch.dcms"
+    with RecordFile(path) as batch:
+        batch.append([_content(200_000)])
+        batch.append([b"x" * 5000, _content(100_000)])
+        assert _resident_pages(path) == 0
+    assert path.read_bytes() == _content(200_000) + b"x" * 5000 + _content(100_000)
+
+
+@linux
+def test_pages_are_dropped_only_after_the_sync(tmp_path, monkeypatch):
+    """Dropping pages first would only start their writeback: the order matters."""
+    events = []
+    real_fsync, real_fdatasync, real_advise = os.fsync, os.fdatasync, os.posix_fadvise
+    monkeypatch.setattr(
+        durable.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1]
+    )
+    monkeypatch.setattr(
+        durable.os,
+        "fdatasync",
+        lambda fd: (events.append("fdatasync"), real_fdatasync(fd))[1],
+    )
+    monkeypatch.setattr(
+        durable,
+        "_advise",
+        lambda fd, *a: (events.append("drop"), real_advise(fd, *a))[1],
+    )
+    with DurableFile(tmp_path / "now.dcm") as handle:
+        handle.write(b"a" * 5000)
+    assert events == ["fsync", "drop"]
+    events.clear()
+    with DurableFile(tmp_path / "later.dcm", sync=False) as handle:
+        handle.write(b"b" * 5000)
+    assert events == ["drop"]  # its writeback starts; sync_paths syncs it
+    events.clear()
+    sync_paths([tmp_path / "later.dcm"])
+    assert events == ["fsync", "drop", "fsync"]  # the file, its pages, the folder
+    events.clear()
+    with RecordFile(tmp_path / "batch.dcms") as batch:
+        batch.append([b"c" * 5000])
+    assert events == ["fdatasync", "drop"]
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_the_digest_is_of_the_bytes_written_not_of_the_padding(tmp_path, size):
+def test_the_digest_is_of_the_bytes_written(tmp_path, size):
     data = _content(size)
     with DurableFile(tmp_path / "object.dcm", digest=True) as handle:
         handle.write(data)
@@ -218,32 +252,51 @@ def test_many_files_open_at_once_give_their_buffers_back(tmp_path, size):
 # -- RecordFile: one file, records appended, each durable on return -----------------
 
 
-def test_records_go_one_after_another_on_block_boundaries(tmp_path):
+def test_records_go_one_after_another(tmp_path):
     path = tmp_path / "batch.dcms"
     sizes = [10_000, 0, 4096, BUFFER_BYTES + 5, 1]
     records = [_content(size)[::-1] for size in sizes]
     with RecordFile(path) as batch:
-        # Chunks of any shape: bytes, views, several per record.
-        places = [batch.append([memoryview(data)[:7], data[7:]]) for data in records]
-    raw = path.read_bytes()
+        # Chunks of any shape: bytes, views, several per record, empty ones.
+        places = [
+            batch.append([memoryview(data)[:7], b"", data[7:]]) for data in records
+        ]
     assert [length for _, length in places] == sizes
-    assert [raw[at : at + length] for at, length in places] == records
-    offsets = [at for at, _ in places]
-    # Each from the block after the one before (an empty record takes none).
-    assert offsets == [0, 12288, 12288, 16384, 16384 + BUFFER_BYTES + 4096]
-    # Between records, zeros only.
-    ends = [at + length for at, length in places]
-    for end, at in zip(ends, offsets[1:] + [len(raw)], strict=True):
-        assert raw[end:at] == bytes(at - end)
+    ends = [10_000, 10_000, 14_096, 14_096 + BUFFER_BYTES + 5]
+    assert [at for at, _ in places] == [0, *ends]
+    assert path.read_bytes() == b"".join(records)
 
 
-def test_the_padding_never_carries_bytes_of_an_earlier_file(tmp_path):
-    secret = b"S" * (BUFFER_BYTES - 100)
-    with RecordFile(tmp_path / "first.dcms") as first:
-        first.append([secret])
-    with RecordFile(tmp_path / "second.dcms") as second:  # the same spare buffer
-        second.append([b"short"])
-    assert (tmp_path / "second.dcms").read_bytes() == b"short" + bytes(4091)
+def test_a_record_is_whole_however_little_each_write_takes(tmp_path, monkeypatch):
+    """The kernel may take part of a vectored write; the rest follows, the chunk
+    the write stopped in cut where it stopped."""
+    real = os.pwritev
+    calls = []
+
+    def stingy(descriptor, buffers, offset):
+        calls.append(len(buffers))
+        taken, budget = [], 3000
+        for buffer in buffers:
+            if not budget:
+                break
+            taken.append(memoryview(buffer)[:budget])
+            budget -= len(taken[-1])
+        return real(descriptor, taken, offset)
+
+    monkeypatch.setattr(durable.os, "pwritev", stingy)
+    chunks = [_content(1000), _content(2500)[::-1], _content(7000)]
+    with RecordFile(tmp_path / "batch.dcms") as batch:
+        assert batch.append([b"head"]) == (0, 4)
+        assert batch.append(chunks) == (4, 10_500)
+    assert (tmp_path / "batch.dcms").read_bytes() == b"head" + b"".join(chunks)
+    assert len(calls) == 1 + 4  # 3000 bytes a write: 10,500 bytes in four
+
+
+def test_a_record_of_more_chunks_than_a_write_takes(tmp_path):
+    chunks = [bytes([i % 256]) * 3 for i in range(2500)]  # IOV_MAX is 1024
+    with RecordFile(tmp_path / "batch.dcms") as batch:
+        assert batch.append(chunks) == (0, 7500)
+    assert (tmp_path / "batch.dcms").read_bytes() == b"".join(chunks)
 
 
 @linux
@@ -258,22 +311,23 @@ def test_each_record_is_on_disk_before_append_returns(tmp_path, monkeypatch):
     monkeypatch.setattr(durable.os, "fdatasync", recording)
     with RecordFile(tmp_path / "batch.dcms") as batch:
         batch.append([b"a" * 5000])
-        assert synced == [8192]
+        assert synced == [5000]
         batch.append([b"b" * 100])
-        assert synced == [8192, 12288]
+        assert synced == [5000, 5100]
 
 
 def test_a_failed_append_keeps_the_records_before_it(tmp_path, monkeypatch):
     path = tmp_path / "batch.dcms"
-    real = os.pwrite
+    real = os.pwritev
     failing = {"on": False}
 
-    def full(descriptor, data, offset):
+    def full(descriptor, buffers, offset):
         if failing["on"]:
+            real(descriptor, [memoryview(buffers[0])[:100]], offset)  # a part went
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(descriptor, data, offset)
+        return real(descriptor, buffers, offset)
 
-    monkeypatch.setattr(durable.os, "pwrite", full)
+    monkeypatch.setattr(durable.os, "pwritev", full)
     batch = RecordFile(path)
     first = batch.append([b"first"])
     failing["on"] = True
@@ -282,35 +336,12 @@ def test_a_failed_append_keeps_the_records_before_it(tmp_path, monkeypatch):
     failing["on"] = False
     third = batch.append([b"third"])
     batch.close()
-    assert third == (4096, 5)  # where the failed one would have gone
+    assert third == (5, 5)  # where the failed one would have gone
     raw = path.read_bytes()
     assert raw[first[0] : first[0] + 5] == b"first"
-    assert raw[4096 : 4096 + 5] == b"third"
+    assert raw[5:10] == b"third"
     with pytest.raises(ValueError, match="closed"):
         batch.append([b"late"])
-
-
-@linux
-def test_a_record_file_refusing_o_direct_writes_the_ordinary_way(tmp_path, monkeypatch):
-    _skip_without_o_direct(tmp_path)
-    real = os.pwrite
-    refused = []
-
-    def refusing(descriptor, data, offset):
-        flags = int(Path(f"/proc/self/fdinfo/{descriptor}").read_text().split()[3], 8)
-        if flags & os.O_DIRECT:
-            refused.append(offset)
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real(descriptor, data, offset)
-
-    monkeypatch.setattr(durable.os, "pwrite", refusing)
-    data = _content(BUFFER_BYTES + 3)
-    with RecordFile(tmp_path / "batch.dcms") as batch:
-        assert batch.append([data]) == (0, len(data))
-        assert batch.append([b"next"]) == (BUFFER_BYTES + 4096, 4)
-    raw = (tmp_path / "batch.dcms").read_bytes()
-    assert raw[: len(data)] == data
-    assert refused == [0]
 
 
 def test_a_record_file_is_new_private_and_removed_by_an_error(tmp_path):
