@@ -12,7 +12,7 @@ bytes the peer sent (file meta in front, never decoded and re-encoded), durably
 before the peer hears it was stored (``staging.StagedBatch``: a record of the
 batch's file, fdatasynced), and handed to the ingest in batches per case: when a
 batch is full and the next object arrives, when it has waited long enough, and when
-the association ends.
+the association ends (that last batch as two jobs, see ``_Batch``).
 
 Logs carry AE titles, case references and counts, never patient identity or the
 hospital's UIDs.
@@ -21,6 +21,7 @@ hospital's UIDs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -528,19 +529,51 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 @dataclass
 class _Batch:
+    """The objects of one case staged for one ingest job, in files of at most
+    ``part_size`` records each.
+
+    A batch that fills goes to the ingest as one job. The last batch of an
+    association goes as one job per file: by then the worker has caught up with
+    the earlier batches, and the last one is what the study's judgement waits
+    for, so two jobs of 25 objects on two worker processes end sooner than one
+    of 50 on one (their evaluation waits for both)."""
+
     case: Case
+    part_size: int
     paths: list[str] = field(default_factory=list)  # staged objects' references
     started: float = field(default_factory=time.monotonic)
-    staged: staging.StagedBatch = field(init=False)
     # What the sender said of its study (``services.ingest_enqueue``): False while
     # the association is open (more is coming); True for the last batch of a
     # released association (judge it as soon as the batches are in); None after an
     # abort (judge it once it has been quiet). A last batch may be empty: the one
     # before it waited too long and was handed over already.
     complete: bool | None = False
+    # Where each file's references start in ``paths``, the current file's last.
+    parts: list[int] = field(default_factory=lambda: [0])
+    staged: staging.StagedBatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.staged = staging.StagedBatch(self.case.id)
+
+    def stage(self, chunks: list) -> str:
+        """Stage one object (raises OSError if it could not be): its reference,
+        in a new file once the current one holds ``part_size`` objects."""
+        if len(self.paths) - self.parts[-1] >= self.part_size:
+            self.staged.close()
+            self.staged = staging.StagedBatch(self.case.id)
+            self.parts.append(len(self.paths))
+        reference = self.staged.add(chunks)
+        self.paths.append(reference)
+        return reference
+
+    def jobs(self) -> list[list[str]]:
+        """The references each ingest job takes: all in one, or for the last
+        batch of an association one job per file."""
+        if self.complete is False:
+            return [self.paths] if self.paths else []
+        bounds = [*self.parts, len(self.paths)]
+        jobs = [self.paths[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        return jobs or [[]]  # an empty last batch still says the study is complete
 
 
 @dataclass
@@ -583,6 +616,8 @@ class Listener:
         self.ae_title = ae_title or settings.PSI_DICOM_AE_TITLE
         self.ssl_context = ssl_context
         self.batch_size = max(1, batch_size or settings.PSI_DICOM_BATCH_SIZE)
+        # Objects per staged file: a batch is two files (see _Batch).
+        self.part_size = max(1, (self.batch_size + 1) // 2)
         self.batch_seconds = (
             batch_seconds
             if batch_seconds is not None
@@ -719,7 +754,7 @@ class Listener:
         if batch is not None:
             batch.staged.close()
         if complete is not False:
-            batch = batch or _Batch(case=case)
+            batch = batch or _Batch(case=case, part_size=self.part_size)
             batch.complete = complete
         if batch is not None:
             self._handover.put((session.ae_title, batch))
@@ -737,15 +772,17 @@ class Listener:
 
     def _hand_over(self, ae_title: str, batch: _Batch) -> None:
         try:
+            # The jobs of a batch commit together: none is judged without the rest.
             with transaction.atomic():
-                services.ingest_enqueue(
-                    actor=None,
-                    case=batch.case,
-                    paths=batch.paths,
-                    source="cstore",
-                    calling_ae_title=ae_title,
-                    complete=batch.complete,
-                )
+                for paths in batch.jobs():
+                    services.ingest_enqueue(
+                        actor=None,
+                        case=batch.case,
+                        paths=paths,
+                        source="cstore",
+                        calling_ae_title=ae_title,
+                        complete=batch.complete,
+                    )
         except (ConsentMissing, Conflict):
             # Consent withdrawn or the case moved on since the objects arrived: the
             # raw files carry identity we may no longer hold.
@@ -862,9 +899,11 @@ class Listener:
                 full = None
             batch = session.batches.get(case.id)
             if batch is None:
-                batch = session.batches[case.id] = _Batch(case=case)
+                batch = session.batches[case.id] = _Batch(
+                    case=case, part_size=self.part_size
+                )
             try:
-                reference = batch.staged.add([prefix, *fragments])
+                batch.stage([prefix, *fragments])
             except OSError:
                 logger.exception("staging failed for %s", case.reference)
                 status = OUT_OF_RESOURCES, "Could not store the object"
@@ -872,7 +911,6 @@ class Listener:
                     del session.batches[case.id]
                     batch.staged.close()
             else:
-                batch.paths.append(reference)
                 session.cases[case.id] = case
                 session.received += 1
                 status = SUCCESS, ""

@@ -49,6 +49,7 @@ from cases.models import Case
 from consent.models import Consent
 from consent.services import consent_withdraw
 from psi.durable import RecordFile
+from psi.models import Job
 
 S = Case.Status
 OUR_AE = "PSI_TEST"
@@ -190,11 +191,13 @@ def test_storescu_series_is_staged_raw_and_handed_to_ingest(
     for call in enqueued:
         staged.update(call["bytes"])
     folder = Path(staging_root) / str(case.id)
-    # Each batch's objects are records of one batch file of the case's folder.
+    # The objects are records of batch files of the case's folder, two a batch.
     files = {Staged.parse(ref).path for ref in staged}
     assert {path.parent for path in files} == {folder}
     assert {path.suffix for path in files} == {".dcms"}
-    assert len(files) == 3
+    per_job = [len({Staged.parse(ref).path for ref in c["paths"]}) for c in enqueued]
+    assert per_job == [2, 2, 1]
+    assert len(files) == 5
     assert all(Staged.parse(ref).is_record for ref in staged)
     sent = sorted(_dataset_bytes(p.read_bytes()) for p in paths)
     received = sorted(_dataset_bytes(data) for data in staged.values())
@@ -216,9 +219,41 @@ def test_release_after_a_full_batch_still_says_the_study_is_complete(
 
     assert run.returncode == 0, run.stdout + run.stderr
     _settle(listener)
-    # The second full batch waited for a next object and went with the release.
-    assert [len(c["paths"]) for c in enqueued] == [4, 4]
-    assert [c["complete"] for c in enqueued] == [False, True]
+    # The second full batch waited for a next object and went with the release,
+    # as the last batch of the association: one job per file of it, so two
+    # worker processes share it, each saying the study is complete (it is judged
+    # once both are in).
+    assert [len(c["paths"]) for c in enqueued] == [4, 2, 2]
+    assert [c["complete"] for c in enqueued] == [False, True, True]
+    last = [{Staged.parse(ref).path for ref in c["paths"]} for c in enqueued[1:]]
+    assert len(last[0] | last[1]) == 2 and not last[0] & last[1]
+
+
+@needs_dcmtk
+def test_the_jobs_of_a_last_batch_are_queued_together_or_not_at_all(
+    listener, peer, case_at, series_for, monkeypatch, staging_root
+):
+    """Queued apart, the first job of a last batch could be judged complete before
+    its sibling exists; queued together, a failure leaves both batch files staged
+    for the sweep to find (and the first batch's job queued)."""
+    case = case_at(S.SUBMITTED)
+    calls = []
+
+    def enqueue(*, paths, complete, **_):
+        calls.append(len(paths))
+        if len(calls) == 3:
+            raise RuntimeError("the database went away")
+        # A row of the handover's transaction, to see which of them commit.
+        Job.objects.create(kind="test.ingest", task_name="none", params={"n": 1})
+
+    monkeypatch.setattr(services, "ingest_enqueue", enqueue)
+    run = _store(listener, series_for(case.reference)[:8], PACS_AE)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    _settle(listener)
+    assert calls == [4, 2, 2]
+    assert Job.objects.filter(kind="test.ingest").count() == 1  # the first batch's
+    assert len(_staged(staging_root)) == 4  # two files a batch, none removed
 
 
 def test_an_aborted_association_does_not_say_the_study_is_complete(
