@@ -5,7 +5,7 @@ a stored file before the rows that name it commit: ``fsync`` (or ``fdatasync``)
 gives that. Files are written through the page cache, and once durable their pages
 are dropped (``POSIX_FADV_DONTNEED``): nobody reads them back soon (the ingest reads
 a staged object a second later, a preview a stored one), so the cache does not grow
-with what passes through, and the pages freed are the first the next writes take.
+with what passes through, and the next writes can take the pages freed.
 
 Earlier this module wrote around the page cache (``O_DIRECT``) to spare the CPU the
 copy. On this kind of machine that made each write wait for the device: with the
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 #: fill (a CT slice fits in one: it is hashed and written when the file is closed).
 BUFFER_BYTES = 1024 * 1024
 _SPARE_BUFFERS = 4
-_spare: list[mmap.mmap] = []  # already touched: reused across files
+_spare: list[bytearray] = []  # already touched: reused across files
 #: At most this many buffers in one ``pwritev`` (Linux's IOV_MAX).
 _IOV_MAX = 1024
 _advise = getattr(os, "posix_fadvise", None)  # Linux; not macOS
@@ -65,18 +64,16 @@ def _write_back(descriptor: int) -> None:
             _advise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _take_buffer() -> mmap.mmap:
+def _take_buffer() -> bytearray:
     try:
         return _spare.pop()
     except IndexError:
-        return mmap.mmap(-1, BUFFER_BYTES)
+        return bytearray(BUFFER_BYTES)
 
 
-def _give_back(buffer: mmap.mmap) -> None:
+def _give_back(buffer: bytearray) -> None:
     if len(_spare) < _SPARE_BUFFERS:
         _spare.append(buffer)
-    else:
-        buffer.close()
 
 
 class DurableFile:

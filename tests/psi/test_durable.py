@@ -237,16 +237,24 @@ def test_a_durable_file_seeks_only_to_where_it_is(tmp_path):
 
 
 @pytest.mark.parametrize("size", [4097, BUFFER_BYTES + 10])
-def test_many_files_open_at_once_give_their_buffers_back(tmp_path, size):
-    """More files than spare buffers, closed together: each buffer is handed back
-    or closed, with no view of it left behind (a view would make closing it
-    fail)."""
-    handles = [DurableFile(tmp_path / f"{i}.dcm", sync=False) for i in range(8)]
-    for handle in handles:
-        handle.write(_content(size))
-    for handle in handles:
-        handle.close()
-    assert all((tmp_path / f"{i}.dcm").read_bytes() == _content(size) for i in range(8))
+def test_files_open_at_once_never_share_a_buffer(tmp_path, size):
+    """More files open than spare buffers, then as many again reusing them with
+    less in each: every file holds its own bytes, none of another's."""
+
+    def write_all(prefix: str, length: int) -> None:
+        handles = [
+            DurableFile(tmp_path / f"{prefix}{i}.dcm", sync=False) for i in range(8)
+        ]
+        for i, handle in enumerate(handles):
+            handle.write(bytes([i]) * length)
+        for handle in handles:
+            handle.close()
+
+    write_all("first-", size)
+    write_all("again-", size // 2)
+    for i in range(8):
+        assert (tmp_path / f"first-{i}.dcm").read_bytes() == bytes([i]) * size
+        assert (tmp_path / f"again-{i}.dcm").read_bytes() == bytes([i]) * (size // 2)
 
 
 # -- RecordFile: one file, records appended, each durable on return -----------------
