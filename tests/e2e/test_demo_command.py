@@ -7,11 +7,17 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from cases.imaging.models import ImagingInstance, ImagingStudy
-from cases.imaging.services import study_review_passed
-from cases.management.commands.demo import DEMO_PASSWORD, PEOPLE
+from cases.imaging.models import DicomPeer, ImagingInstance, ImagingStudy
+from cases.imaging.services import dicom_peer_admit, study_review_passed
+from cases.management.commands.demo import (
+    DEMO_PASSWORD,
+    DEMO_PEER_AE_TITLE,
+    HOSPITAL_A,
+    PEOPLE,
+)
 from cases.models import Case, CaseEvent, Prescription
 from consent.models import Consent, Patient
+from psi.errors import PermissionRefused
 from psi.models import Membership, Organisation, Signature
 
 # Signing opens a durable transaction of its own (a failed attempt must survive), which
@@ -46,6 +52,7 @@ def _counts() -> dict[str, int]:
         CaseEvent,
         ImagingStudy,
         ImagingInstance,
+        DicomPeer,
     ]
     return {model.__name__: model.objects.count() for model in models}
 
@@ -63,6 +70,7 @@ def test_demo_twice_loads_the_same_data_once():
     assert first["Organisation"] == 3
     assert first["User"] == len(PEOPLE) + 1  # and the superuser
     assert first["Patient"] == first["Case"] == 7
+    assert first["DicomPeer"] == 1
     assert {status for _, status in cases} >= {
         S.DRAFT,
         S.SUBMITTED,
@@ -116,3 +124,33 @@ def test_demo_users_can_log_in():
             )
             assert response.status_code == 302, username
             assert response.url == "/admin/", username
+
+
+def test_the_demo_peer_sends_for_the_first_hospital_from_this_machine_only():
+    out = _demo()
+
+    hospital = Organisation.objects.get(name=HOSPITAL_A)
+    assert dicom_peer_admit(DEMO_PEER_AE_TITLE, "127.0.0.1") == hospital.pk
+    assert dicom_peer_admit(DEMO_PEER_AE_TITLE, "::1") == hospital.pk
+    with pytest.raises(PermissionRefused):
+        dicom_peer_admit(DEMO_PEER_AE_TITLE, "192.0.2.7")
+    # It names the cases that take imaging now, and only those.
+    peer_part = out.split("Demo DICOM peer:")[1]
+    taking = set(
+        Case.objects.filter(status__in=[S.SUBMITTED, S.IMAGING_RECEIVED]).values_list(
+            "reference", flat=True
+        )
+    )
+    assert len(taking) == 2
+    for case in Case.objects.all():
+        assert (case.reference in peer_part) == (case.reference in taking)
+    assert f"storescu -aet {DEMO_PEER_AE_TITLE} -aec PSI 127.0.0.1 11112" in peer_part
+
+
+def test_a_demo_loaded_before_it_had_a_peer_gets_one():
+    _demo()
+    DicomPeer.objects.all().delete()
+
+    _demo()
+
+    assert DicomPeer.objects.get().ae_title == DEMO_PEER_AE_TITLE

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -17,9 +18,14 @@ from pydicom.uid import generate_uid
 
 from cases import services as case_services
 from cases.imaging import quality
-from cases.imaging.models import ImagingStudy
+from cases.imaging.models import DicomPeer, ImagingStudy
 from cases.imaging.phantom import PhantomSpec, write_series
-from cases.imaging.services import REVIEW_FINDINGS, ingest_enqueue, study_review_sign
+from cases.imaging.services import (
+    IMAGING_STATUSES,
+    REVIEW_FINDINGS,
+    ingest_enqueue,
+    study_review_sign,
+)
 from cases.imaging.staging import stage_chunks
 from cases.models import Case
 from consent.models import Consent, ConsentForm, LegalBasis, Patient, Purpose
@@ -32,6 +38,9 @@ DEMO_PASSWORD = "psi-demo-password"
 HOSPITAL_A = "Demo University Hospital"
 HOSPITAL_B = "Demo County Hospital"
 MANUFACTURER = "Demo Implants Ltd"
+# The first hospital's PACS, calling from this machine: for trying the listener.
+DEMO_PEER_AE_TITLE = "DEMO_PACS"
+DEMO_PEER_NETWORKS = "127.0.0.1 ::1"
 
 # username, organisation, role, first name, last name
 PEOPLE = [
@@ -151,8 +160,10 @@ class Command(BaseCommand):
         # Signing must run outside a transaction (a failed attempt stays recorded),
         # so the cases are moved along in a second, resumable pass.
         self._advance_cases()
+        self._register_peer()
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self._print_logins()
+        self._print_peer()
 
     def _load(self):
         User = get_user_model()
@@ -327,8 +338,33 @@ class Command(BaseCommand):
             findings={key: {"ok": True, "notes": "demo"} for key in REVIEW_FINDINGS},
         )
 
+    def _register_peer(self):
+        # Also on a demo database loaded before the demo had a peer.
+        DicomPeer.objects.get_or_create(
+            ae_title=DEMO_PEER_AE_TITLE,
+            defaults={
+                "hospital": Organisation.objects.get(name=HOSPITAL_A),
+                "networks": DEMO_PEER_NETWORKS,
+                "description": "Demo PACS on this machine",
+            },
+        )
+
     def _print_logins(self):
         self.stdout.write(f"\nDemo logins (password for all: {DEMO_PASSWORD}):")
         self.stdout.write("  admin          superuser")
         for username, org, role, _first, _last in PEOPLE:
             self.stdout.write(f"  {username:<14} {Role(role).label} at {org}")
+
+    def _print_peer(self):
+        taking = Case.objects.filter(
+            hospital__name=HOSPITAL_A, status__in=IMAGING_STATUSES
+        ).order_by("reference")
+        references = ", ".join(case.reference for case in taking) or "none now"
+        self.stdout.write(
+            f"\nDemo DICOM peer: {DEMO_PEER_AE_TITLE} ({HOSPITAL_A}, from this"
+            " machine).\nWith `manage.py dicom_listener` running, send it objects"
+            " whose Accession Number\nis a case that takes imaging"
+            f" ({references}):\n  TCP_NODELAY=1 storescu -aet {DEMO_PEER_AE_TITLE}"
+            f" -aec {settings.PSI_DICOM_AE_TITLE} {settings.PSI_DICOM_HOST}"
+            f" {settings.PSI_DICOM_PORT} FILES"
+        )
