@@ -9,6 +9,7 @@ slice costs a couple of milliseconds.
 The knobs the planning-quality checks need: slice count, matrix, slice thickness and
 spacing, missing slices (a gap), gantry tilt, and the transfer syntax, including JPEG
 Baseline (a real, if crude, lossy JPEG: each 8 x 8 block keeps only its mean).
+``spec_passing`` sizes a series to pass given acquisition profiles.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import random
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
+
+from cases.imaging.quality import AcquisitionProfile, kernel_allowed
 
 TRANSFER_SYNTAXES = frozenset(
     {
@@ -105,6 +108,37 @@ class PhantomSpec:
     @property
     def lossy(self) -> bool:
         return self.transfer_syntax == JPEGBaseline8Bit
+
+
+def spec_passing(profiles: Iterable[AcquisitionProfile], **fields) -> PhantomSpec:
+    """A spec whose series passes every one of ``profiles``: the thinnest slices,
+    the largest matrix and the longest coverage any of them asks for, a kernel they
+    all accept. ``fields`` set fields of the spec (a thicker slice, a tilt, to fail
+    a check on purpose); the slice count still covers the longest coverage unless
+    given."""
+    profiles = list(profiles)
+    if not profiles:
+        raise ValueError("spec_passing needs at least one profile")
+    fields.setdefault(
+        "slice_thickness",
+        min(min(p.max_slice_thickness_mm, p.spacing_limit_mm) for p in profiles),
+    )
+    matrix = max(512, *(p.min_matrix for p in profiles))
+    fields.setdefault("rows", matrix)
+    fields.setdefault("columns", matrix)
+    # Coverage is the centre-to-centre extent plus one thickness.
+    step = fields.get("spacing") or fields["slice_thickness"]
+    if step <= 0:
+        raise ValueError("slices need a positive thickness and spacing")
+    coverage = max(p.min_coverage_mm for p in profiles)
+    fields.setdefault("slices", math.ceil(coverage / step) + 1)
+    kernel = fields.get("convolution_kernel", "BONE")
+    if not all(kernel_allowed(kernel, p.allowed_kernels) for p in profiles):
+        # The first accepted pattern, its wild cards filled in.
+        pattern = next(iter(profiles[0].allowed_kernels), kernel)
+        kernel = pattern.replace("*", "").replace("?", "X") or kernel
+    fields["convolution_kernel"] = kernel
+    return PhantomSpec(**fields)
 
 
 def _uid(spec: PhantomSpec, *parts: object) -> str:

@@ -21,6 +21,7 @@ Modules: ``gate`` (which cases take imaging, from whom), ``ingest``, ``evaluatio
 
 from cases.imaging.services.evaluation import (
     evaluation_schedule,
+    region_profile,
     require_evaluable,
     study_evaluate,
     study_evaluation_request,
@@ -68,6 +69,7 @@ __all__ = [
     "ingest_enqueue",
     "may_send",
     "previews_enqueue",
+    "region_profile",
     "require_evaluable",
     "require_reviewable",
     "series_previews_make",

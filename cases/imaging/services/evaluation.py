@@ -190,7 +190,7 @@ def study_evaluate(job: Job, progress: Progress) -> dict:
         if _ingest_pending(case.pk):
             return _skip(job, "objects are still being ingested")
         progress(10, "checking planning quality")
-        profile = _region_profile(case.anatomical_region)
+        profile = region_profile(case.anatomical_region)
         reports = {
             uid: quality.check_series(headers, profile)
             for uid, headers in sorted(_series_headers(study).items())
@@ -233,7 +233,10 @@ def study_evaluate(job: Job, progress: Progress) -> dict:
     return result
 
 
-def _region_profile(region: str) -> quality.AcquisitionProfile:
+def region_profile(region: str) -> quality.AcquisitionProfile:
+    """The acquisition profile a study of ``region`` is judged on: this
+    installation's (edited in the admin), else PSI's default (cranial for a region
+    that has none)."""
     row = AcquisitionProfile.objects.filter(region=region).first()
     if row is not None:
         return quality.AcquisitionProfile.from_dict(row.limits)

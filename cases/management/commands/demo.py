@@ -3,7 +3,6 @@ synthetic patients with consent and cases in several states. Idempotent."""
 
 import datetime
 import io
-import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pydicom.uid import generate_uid
 from cases import services as case_services
 from cases.imaging import quality
 from cases.imaging.models import DicomPeer, ImagingStudy
-from cases.imaging.phantom import PhantomSpec, write_series
+from cases.imaging.phantom import spec_passing, write_series
 from cases.imaging.services import (
     IMAGING_STATUSES,
     REVIEW_FINDINGS,
@@ -103,20 +102,8 @@ class _Phantom:
 
     def paths_for(self, regions) -> list[Path]:
         if self.paths is None:
-            profiles = [quality.default_profile(region) for region in regions]
-            thickness = min(
-                min(p.max_slice_thickness_mm, p.spacing_limit_mm) for p in profiles
-            )
-            coverage = max(p.min_coverage_mm for p in profiles)
-            # Coverage is centre-to-centre extent plus one thickness: n * thickness.
-            slices = math.ceil(coverage / thickness) + 1
-            matrix = max(512, *(p.min_matrix for p in profiles))
-            spec = PhantomSpec(
-                slices=slices,
-                rows=matrix,
-                columns=matrix,
-                slice_thickness=thickness,
-                seed=2024,
+            spec = spec_passing(
+                (quality.default_profile(region) for region in regions), seed=2024
             )
             self.paths = write_series(self.folder, spec)
         return self.paths
@@ -359,12 +346,17 @@ class Command(BaseCommand):
         taking = Case.objects.filter(
             hospital__name=HOSPITAL_A, status__in=IMAGING_STATUSES
         ).order_by("reference")
-        references = ", ".join(case.reference for case in taking) or "none now"
+        references = [case.reference for case in taking]
         self.stdout.write(
             f"\nDemo DICOM peer: {DEMO_PEER_AE_TITLE} ({HOSPITAL_A}, from this"
-            " machine).\nWith `manage.py dicom_listener` running, send it objects"
-            " whose Accession Number\nis a case that takes imaging"
-            f" ({references}):\n  TCP_NODELAY=1 storescu -aet {DEMO_PEER_AE_TITLE}"
-            f" -aec {settings.PSI_DICOM_AE_TITLE} {settings.PSI_DICOM_HOST}"
-            f" {settings.PSI_DICOM_PORT} FILES"
+            " machine).\nCases that take imaging now: "
+            + (", ".join(references) or "none")
         )
+        if references:
+            self.stdout.write(
+                "With `manage.py dicom_listener` running, send one a synthetic CT:\n"
+                f"  manage.py phantom_series scan --accession {references[0]}\n"
+                f"  TCP_NODELAY=1 storescu -aet {DEMO_PEER_AE_TITLE}"
+                f" -aec {settings.PSI_DICOM_AE_TITLE} {settings.PSI_DICOM_HOST}"
+                f" {settings.PSI_DICOM_PORT} scan/*.dcm"
+            )
