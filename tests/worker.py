@@ -134,9 +134,9 @@ def running_worker(
 
 def _forget_keys() -> None:
     """What an earlier worker of this process left in Redis."""
-    keys = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
-    for key in keys.scan_iter(match=f"{KEY_PREFIX}*"):
-        keys.delete(key)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    if keys := list(client.scan_iter(match=f"{KEY_PREFIX}*")):
+        client.delete(*keys)
 
 
 def _forget_broker_connections() -> None:

@@ -100,6 +100,11 @@ class PhantomSpec:
         return self.spacing if self.spacing is not None else self.slice_thickness
 
     @property
+    def coverage_mm(self) -> float:
+        """Extent along the axis: first to last slice centre, plus one thickness."""
+        return (self.slices - 1) * self.slice_spacing + self.slice_thickness
+
+    @property
     def pixel_mm(self) -> float:
         if self.pixel_spacing is not None:
             return self.pixel_spacing
@@ -126,19 +131,29 @@ def spec_passing(profiles: Iterable[AcquisitionProfile], **fields) -> PhantomSpe
     matrix = max(512, *(p.min_matrix for p in profiles))
     fields.setdefault("rows", matrix)
     fields.setdefault("columns", matrix)
-    # Coverage is the centre-to-centre extent plus one thickness.
     step = fields.get("spacing") or fields["slice_thickness"]
     if step <= 0:
         raise ValueError("slices need a positive thickness and spacing")
     coverage = max(p.min_coverage_mm for p in profiles)
+    # (slices - 1) * step alone reaches it; the thickness on top is margin.
     fields.setdefault("slices", math.ceil(coverage / step) + 1)
-    kernel = fields.get("convolution_kernel", "BONE")
-    if not all(kernel_allowed(kernel, p.allowed_kernels) for p in profiles):
-        # The first accepted pattern, its wild cards filled in.
-        pattern = next(iter(profiles[0].allowed_kernels), kernel)
-        kernel = pattern.replace("*", "").replace("?", "X") or kernel
-    fields["convolution_kernel"] = kernel
+    if "convolution_kernel" not in fields:
+        fields["convolution_kernel"] = _kernel_for(profiles)
     return PhantomSpec(**fields)
+
+
+def _kernel_for(profiles: list[AcquisitionProfile]) -> str:
+    """A Convolution Kernel every profile accepts: BONE, else one of their
+    patterns with its wild cards filled in."""
+    candidates = ["BONE"] + [
+        pattern.replace("*", "").replace("?", "X")
+        for profile in profiles
+        for pattern in profile.allowed_kernels
+    ]
+    for kernel in candidates:
+        if kernel and all(kernel_allowed(kernel, p.allowed_kernels) for p in profiles):
+            return kernel
+    raise ValueError("the profiles accept no common convolution kernel")
 
 
 def _uid(spec: PhantomSpec, *parts: object) -> str:

@@ -98,12 +98,11 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Could not write {folder}: {error.strerror}") from None
 
-        coverage = (spec.slices - 1) * spec.slice_spacing + spec.slice_thickness
         self.stdout.write(
             f"Wrote {len(paths)} images of a synthetic head CT to {folder}: "
             f"{spec.slice_thickness:g} mm slices, {spec.rows} x {spec.columns}, "
-            f"{coverage:g} mm along the axis, Accession Number {reference}, sized "
-            f"for the {region} profile (seed {seed}).\n"
+            f"{spec.coverage_mm:g} mm along the axis, Accession Number {reference}, "
+            f"sized for the {region} profile (seed {seed}).\n"
             "Send them, for example (with your peer's AE title):\n"
             f"  TCP_NODELAY=1 storescu -aet <PEER> -aec {settings.PSI_DICOM_AE_TITLE} "
             f"{settings.PSI_DICOM_HOST} {settings.PSI_DICOM_PORT} {folder}/*.dcm"
@@ -116,11 +115,11 @@ class Command(BaseCommand):
         folder.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".phantom-", dir=folder.parent))
         try:
-            write_series(scratch, spec)
+            paths = write_series(scratch, spec)
             if folder.exists():
                 folder.rmdir()  # empty, checked; not empty now: OSError
             scratch.rename(folder)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return sorted(folder.glob("*.dcm"))
+        return [folder / path.name for path in paths]

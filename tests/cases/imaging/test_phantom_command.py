@@ -165,5 +165,22 @@ def test_spec_passing_takes_the_strictest_of_several_profiles():
     assert spec.slice_thickness == min(
         cranial.max_slice_thickness_mm, pelvis.max_slice_thickness_mm
     )
-    coverage = (spec.slices - 1) * spec.slice_spacing + spec.slice_thickness
-    assert coverage >= max(cranial.min_coverage_mm, pelvis.min_coverage_mm)
+    assert spec.coverage_mm >= max(cranial.min_coverage_mm, pelvis.min_coverage_mm)
+
+
+def test_spec_passing_finds_a_kernel_every_profile_accepts_or_says_there_is_none():
+    def accepting(*patterns):
+        limits = quality.default_profile(Case.Region.CRANIAL).as_dict()
+        limits["allowed_kernels"] = list(patterns)
+        return quality.AcquisitionProfile.from_dict(limits)
+
+    siemens, both = accepting("B70*", "H70?"), accepting("H70?", "FC30")
+
+    assert spec_passing([siemens]).convolution_kernel == "B70"
+    assert spec_passing([siemens, both]).convolution_kernel == "H70X"
+    # A kernel asked for is kept, accepted or not: that is how a check fails.
+    assert spec_passing([siemens], convolution_kernel="SOFT").convolution_kernel == (
+        "SOFT"
+    )
+    with pytest.raises(ValueError, match="no common convolution kernel"):
+        spec_passing([siemens, accepting("FC30")])
